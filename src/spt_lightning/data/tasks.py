@@ -1,0 +1,93 @@
+"""Task catalogue: a task config (``conf/task/*``) → train / val / test datasets."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch.utils.data import Dataset
+
+from .datasets import (
+    ArrayDataset,
+    DataError,
+    FileListDataset,
+    animal_mnist_arrays,
+    read_json_split,
+    read_txt_split,
+    synthetic_arrays,
+)
+
+SPLITS = ("train", "val", "test")
+
+
+def seeded_split(n: int, sizes: dict[str, int], seed: int) -> dict[str, np.ndarray]:
+    """Disjoint index sets of the given sizes, drawn by a fixed permutation of ``range(n)``."""
+    if sum(sizes.values()) > n:
+        raise DataError(f"split sizes {dict(sizes)} need {sum(sizes.values())} items, the data has {n}")
+    order = np.random.default_rng(seed).permutation(n)
+    out, start = {}, 0
+    for split in SPLITS:
+        out[split] = order[start : start + sizes[split]]
+        start += sizes[split]
+    return out
+
+
+def _array_datasets(images, labels, task, transforms) -> dict[str, Dataset]:
+    index = seeded_split(len(labels), task["sizes"], task["split_seed"])
+    return {s: ArrayDataset(images[index[s]], labels[index[s]], transforms[s]) for s in SPLITS}
+
+
+def _animal_mnist(task, transforms) -> dict[str, Dataset]:
+    from ..assets import ANIMAL_MNIST, wheel_member
+
+    files = [wheel_member("animal_mnist", m) for m in ANIMAL_MNIST.members]
+    return _array_datasets(*animal_mnist_arrays(*files), task, transforms)
+
+
+def _synthetic(task, transforms) -> dict[str, Dataset]:
+    n = sum(task["sizes"].values())
+    return _array_datasets(*synthetic_arrays(task["num_classes"], n, task["image_size"], task["split_seed"]), task, transforms)
+
+
+def _split_files(reader: Callable[[Path], list], names: dict[str, str]):
+    def build(task, transforms) -> dict[str, Dataset]:
+        root = require_data_dir(task)
+        image_dir = root / task.get("image_dir", "")
+        out = {}
+        for split in SPLITS:
+            path = root / names[split]
+            if not path.is_file():
+                raise DataError(f"split file missing: {path}. Task {task['name']} expects {sorted(names.values())} in {root}.")
+            out[split] = FileListDataset(image_dir, reader(path), transforms[split])
+        return out
+
+    return build
+
+
+def require_data_dir(task: dict[str, Any]) -> Path:
+    root = Path(str(task["data_dir"])).expanduser()
+    if not root.is_dir():
+        raise DataError(
+            f"data folder for task {task['name']} not found: {root}\n"
+            f"Set paths.data_dir=/your/datasets (or the SPT_DATA_DIR environment variable) so that it holds "
+            f"{root.name}/, or point task.data_dir=/path/to/{root.name} at the folder itself."
+        )
+    return root
+
+
+BUILDERS: dict[str, Callable[[dict, dict], dict[str, Dataset]]] = {
+    "animal_mnist": _animal_mnist,
+    "synthetic": _synthetic,
+    "fgvc": _split_files(read_json_split, {"train": "train.json", "val": "val.json", "test": "test.json"}),
+    "vtab": _split_files(read_txt_split, {"train": "train800.txt", "val": "val200.txt", "test": "test.txt"}),
+}
+
+
+def build_datasets(task: dict[str, Any], transforms: dict[str, Callable]) -> dict[str, Dataset]:
+    """Datasets for ``train``, ``val`` and ``test`` of one task, with the given transform per split."""
+    kind = task["kind"]
+    if kind not in BUILDERS:
+        raise DataError(f"task {task['name']} has unknown kind '{kind}'; known kinds: {sorted(BUILDERS)}")
+    return BUILDERS[kind](task, transforms)

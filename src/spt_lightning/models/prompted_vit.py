@@ -1,0 +1,90 @@
+"""A timm ``VisionTransformer`` with VPT-style prompt tokens (shallow or deep)."""
+
+from __future__ import annotations
+
+import torch
+from timm.models.vision_transformer import VisionTransformer
+from torch import nn
+
+from .prompts import Prompts
+
+
+class PromptedViT(nn.Module):
+    """Prepends learnable prompts to the token sequence of a timm ViT.
+
+    Token layout inside the blocks: ``[prefix (cls/registers) | prompts | patches]``. Prompts enter
+    after position embedding (they have no position). Shallow: one set before block 0, carried
+    through all blocks. Deep: a fresh set before every block, replacing the previous block's prompt
+    outputs. Prompts are cut out before the final norm, so timm's pooling and head see exactly the
+    tokens they see without prompts.
+
+    Only ``forward_features`` is rewritten; patch embedding, position embedding, blocks, pooling
+    and head are timm's own.
+
+    Args:
+        vit: The backbone, with its classification head already sized for the task.
+        prompt_length: Prompt tokens per layer (P); 0 means no prompts (linear probe / full tuning).
+        deep: One prompt set per block instead of one at the input.
+        dropout: Dropout on the prompt tokens.
+    """
+
+    def __init__(self, vit: VisionTransformer, prompt_length: int = 0, deep: bool = False, dropout: float = 0.0):
+        super().__init__()
+        self.vit = vit
+        self.deep = deep
+        self.prompts: Prompts | None = None
+        if prompt_length > 0:
+            proj = vit.patch_embed.proj
+            fan_in = proj.in_channels * proj.kernel_size[0] * proj.kernel_size[1]
+            num_layers = len(vit.blocks) if deep else 1
+            self.prompts = Prompts(num_layers, prompt_length, vit.embed_dim, dropout, patch_fan_in=fan_in)
+        self.backbone_frozen = False
+
+    def freeze_backbone(self) -> None:
+        """Train only prompts and the classification head; the rest gets no gradient and stays in eval mode."""
+        self.vit.requires_grad_(False)
+        self.vit.get_classifier().requires_grad_(True)
+        self.backbone_frozen = True
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> "PromptedViT":
+        # NOTE: Lightning (>= 2.2) restores each submodule's mode as it found it, so the frozen
+        # backbone is pinned to eval here: dropout and drop-path stay off whatever the caller does.
+        super().train(mode)
+        if self.backbone_frozen:
+            self.vit.eval()
+        return self
+
+    @property
+    def num_prefix_tokens(self) -> int:
+        return self.vit.num_prefix_tokens
+
+    @property
+    def prompt_length(self) -> int:
+        return 0 if self.prompts is None else self.prompts.length
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Image → token sequence entering block 0 (patch embed, cls/registers + position, norm_pre)."""
+        vit = self.vit
+        x = vit.patch_embed(x)
+        x = vit._pos_embed(x)
+        x = vit.patch_drop(x)
+        return vit.norm_pre(x)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.embed(x)
+        if self.prompts is None:
+            x = self.vit.blocks(x)
+            return self.vit.norm(x)
+        n, p, b = self.num_prefix_tokens, self.prompt_length, x.shape[0]
+        for i, block in enumerate(self.vit.blocks):
+            if i == 0:
+                x = torch.cat([x[:, :n], self.prompts(0, b), x[:, n:]], dim=1)
+            elif self.deep:
+                x = torch.cat([x[:, :n], self.prompts(i, b), x[:, n + p :]], dim=1)
+            x = block(x)
+        x = torch.cat([x[:, :n], x[:, n + p :]], dim=1)
+        return self.vit.norm(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.vit.forward_head(self.forward_features(x))

@@ -1,0 +1,50 @@
+"""Learnable prompt tokens, kept apart from the ViT that consumes them."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+class Prompts(nn.Module):
+    """``num_layers`` sets of ``length`` prompt tokens of width ``dim``.
+
+    Shallow prompting uses one set (layer 0, at the input); deep prompting one set per block.
+    The values live in a single parameter ``embeddings[layer, token, dim]`` so that an initialiser
+    (xavier, or SPT's prototypes) writes them in place with one ``copy_``.
+
+    Args:
+        num_layers: Number of prompt sets (1 for shallow, depth for deep).
+        length: Prompt tokens per set (P).
+        dim: Token width of the ViT.
+        dropout: Dropout applied to the prompts in training (VPT uses 0.0 or 0.1).
+        patch_fan_in: ``in_chans * patch_h * patch_w``; used by the VPT xavier init.
+    """
+
+    def __init__(self, num_layers: int, length: int, dim: int, dropout: float = 0.0, patch_fan_in: int = 3 * 16 * 16):
+        super().__init__()
+        if length <= 0:
+            raise ValueError(f"prompt length must be > 0, got {length}; set prompt.length to a positive number")
+        self.patch_fan_in = patch_fan_in
+        self.embeddings = nn.Parameter(torch.empty(num_layers, length, dim))
+        self.dropout = nn.Dropout(dropout)
+        self.reset_parameters()
+
+    @property
+    def num_layers(self) -> int:
+        return self.embeddings.shape[0]
+
+    @property
+    def length(self) -> int:
+        return self.embeddings.shape[1]
+
+    def reset_parameters(self) -> None:
+        """VPT's data-free init: uniform(-v, v), v = sqrt(6 / (fan_in of a patch + dim))."""
+        bound = math.sqrt(6.0 / (self.patch_fan_in + self.embeddings.shape[-1]))
+        nn.init.uniform_(self.embeddings, -bound, bound)
+
+    def forward(self, layer: int, batch_size: int) -> torch.Tensor:
+        """Prompts of one layer, expanded to ``[batch_size, length, dim]``."""
+        return self.dropout(self.embeddings[layer].expand(batch_size, -1, -1))

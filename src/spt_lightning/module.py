@@ -1,0 +1,151 @@
+"""The LightningModule: which parameters train, how they are optimised, what is measured."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics.classification import MulticlassAccuracy
+
+from .models import PromptedViT
+
+
+def warmup_cosine(step: int, warmup_steps: int, total_steps: int) -> float:
+    """LR factor: linear warm-up from ~0 to 1 over ``warmup_steps``, then cosine decay to 0 at ``total_steps``."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+class PromptTuningModule(L.LightningModule):
+    """Trains the prompts and head of a :class:`PromptedViT` (or everything, for full fine-tuning).
+
+    Args:
+        model: The prompted ViT, head sized for the task.
+        num_classes: Classes of the task.
+        optimizer: A partial optimizer (``torch.optim.AdamW``) completed with the parameter groups.
+        param_groups: Per group (``prompts``, ``head``, ``backbone``) overrides such as
+            ``{"weight_decay": 0.0, "lr_scale": 1.0}``. Biases and norm weights never get weight decay.
+        warmup_epochs: Linear warm-up length; the schedule is stepped every optimizer step.
+        finetune_backbone: Train every parameter (``method=full``) instead of prompts + head.
+    """
+
+    def __init__(
+        self,
+        model: PromptedViT,
+        num_classes: int,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        param_groups: dict[str, dict[str, float]] | None = None,
+        warmup_epochs: float = 1.0,
+        finetune_backbone: bool = False,
+    ):
+        super().__init__()
+        self.model = model
+        if not finetune_backbone:
+            model.freeze_backbone()
+        self.optimizer_factory = optimizer
+        self.group_options = dict(param_groups or {})
+        self.warmup_epochs = warmup_epochs
+        self.finetune_backbone = finetune_backbone
+        # Checkpoints hold only trainable tensors; the frozen backbone comes from its pretrained source.
+        self.strict_loading = False
+        top5 = min(5, num_classes)
+        self.metrics = nn.ModuleDict(
+            {
+                f"{split}_{name}": MulticlassAccuracy(num_classes, top_k=k, average="micro")
+                for split in ("val", "test")
+                for name, k in (("acc1", 1), ("acc5", top5))
+            }
+        )
+
+    # ---- what trains -------------------------------------------------------------------------
+    def trainable_groups(self) -> dict[str, list[tuple[str, nn.Parameter]]]:
+        """Trainable parameters by group: ``prompts``, ``head`` and (full tuning) ``backbone``."""
+        head = {id(p) for p in self.model.vit.get_classifier().parameters()}
+        groups: dict[str, list[tuple[str, nn.Parameter]]] = {"prompts": [], "head": [], "backbone": []}
+        for name, p in self.model.named_parameters():
+            if not p.requires_grad:
+                continue
+            group = "prompts" if name.startswith("prompts.") else "head" if id(p) in head else "backbone"
+            groups[group].append((name, p))
+        return {k: v for k, v in groups.items() if v}
+
+    def parameter_counts(self) -> dict[str, int]:
+        """Learnable parameters (with and without head) and the size of the backbone."""
+        groups = self.trainable_groups()
+        learnable = sum(p.numel() for ps in groups.values() for _, p in ps)
+        head = sum(p.numel() for _, p in groups.get("head", []))
+        backbone = sum(p.numel() for p in self.model.vit.parameters()) - sum(
+            p.numel() for p in self.model.vit.get_classifier().parameters()
+        )
+        return {"learnable": learnable, "learnable_without_head": learnable - head, "backbone": backbone}
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        base_lr = self.optimizer_factory.keywords.get("lr", 1e-3)
+        base_wd = self.optimizer_factory.keywords.get("weight_decay", 0.0)
+        groups = []
+        for name, params in self.trainable_groups().items():
+            opts = dict(self.group_options.get(name) or {})
+            lr = base_lr * opts.pop("lr_scale", 1.0)
+            wd = opts.pop("weight_decay", base_wd)
+            decay = [p for n, p in params if p.ndim > 1 and not n.endswith(".bias")]
+            no_decay = [p for n, p in params if not (p.ndim > 1 and not n.endswith(".bias"))]
+            # NOTE: prompt embeddings are one 3-D tensor: they decay with the prompts group's weight decay.
+            groups += [
+                {"params": ps, "lr": lr, "weight_decay": w, "name": f"{name}{suffix}", **opts}
+                for ps, w, suffix in ((decay, wd, ""), (no_decay, 0.0, "_no_decay"))
+                if ps
+            ]
+        optimizer = self.optimizer_factory(groups)
+        total = self.trainer.estimated_stepping_batches
+        warmup = round(self.warmup_epochs * total / max(1, self.trainer.max_epochs or 1))
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_cosine(step, warmup, total))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    # ---- steps ---------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        loss = F.cross_entropy(self(x), y)
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(y))
+        return loss
+
+    def _eval_step(self, split: str, batch) -> None:
+        x, y = batch
+        logits = self(x)
+        self.log(f"{split}/loss", F.cross_entropy(logits, y), sync_dist=True, batch_size=len(y))
+        for name in ("acc1", "acc5"):
+            metric = self.metrics[f"{split}_{name}"]
+            metric(logits, y)
+            self.log(f"{split}/{name}", metric, prog_bar=name == "acc1", batch_size=len(y))
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._eval_step("val", batch)
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        self._eval_step("test", batch)
+
+    # ---- checkpoints hold trainable tensors only -----------------------------------------------
+    def _trainable_keys(self) -> set[str]:
+        return {f"model.{n}" for ps in self.trainable_groups().values() for n, _ in ps}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        keep = self._trainable_keys()
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # strict_loading is off (the backbone is not in the file), so check the trainable part by hand.
+        missing = sorted(self._trainable_keys() - checkpoint["state_dict"].keys())
+        if missing:
+            raise ValueError(
+                f"the checkpoint lacks {len(missing)} trainable tensors of this model (e.g. {missing[:3]}): "
+                f"it was written for another method or prompt configuration"
+            )

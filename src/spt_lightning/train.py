@@ -1,0 +1,149 @@
+"""``train(cfg) -> results``: build everything from the config, fit, select on val, test once, report."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint
+from omegaconf import DictConfig, OmegaConf
+
+from .backbones import build_vit
+from .config import check_config
+from .data import TaskDataModule
+from .models import PromptedViT
+from .module import PromptTuningModule
+from .summary import format_summary
+
+log = logging.getLogger(__name__)
+
+# NOTE: the frozen backbone is in eval mode on purpose (PromptedViT.train pins it there).
+warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training.*")
+
+
+def build_model(cfg: DictConfig) -> PromptedViT:
+    """The prompted ViT for ``cfg``: backbone + pretrained weights + prompts (or none, for linear/full)."""
+    vit = build_vit(
+        cfg.backbone.arch,
+        num_classes=cfg.task.num_classes,
+        img_size=cfg.backbone.img_size,
+        source=cfg.pretrain.source,
+        tag=cfg.pretrain.get("tag"),
+        file=cfg.pretrain.get("file"),
+        global_pool=cfg.pretrain.get("global_pool"),
+        strict=cfg.pretrain.get("strict", True),
+        **_plain(cfg.backbone.get("kwargs")),
+    )
+    length = cfg.prompt.length if cfg.method.prompted else 0
+    return PromptedViT(vit, prompt_length=length, deep=cfg.prompt.deep, dropout=cfg.prompt.dropout)
+
+
+def build_datamodule(cfg: DictConfig, model: PromptedViT) -> TaskDataModule:
+    # Normalisation belongs to the pretrained weights: the pretrain config, else timm's pretrained_cfg.
+    pretrained_cfg = model.vit.pretrained_cfg or {}
+    mean = cfg.pretrain.get("mean") or pretrained_cfg.get("mean", (0.5, 0.5, 0.5))
+    std = cfg.pretrain.get("std") or pretrained_cfg.get("std", (0.5, 0.5, 0.5))
+    return TaskDataModule(
+        OmegaConf.to_container(cfg.task, resolve=True),
+        img_size=cfg.backbone.img_size,
+        mean=list(mean),
+        std=list(std),
+        batch_size=cfg.data.batch_size,
+        num_workers=cfg.data.num_workers,
+        pin_memory=cfg.data.pin_memory,
+    )
+
+
+def _instantiate_all(group: DictConfig | None) -> list[Any]:
+    return [instantiate(c) for c in (group or {}).values() if c is not None and "_target_" in c]
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Fit on train, choose the epoch on val, test that epoch once; write and return ``results.json``."""
+    check_config(cfg)
+    if cfg.get("seed") is not None:
+        L.seed_everything(cfg.seed, workers=True)
+    started = time.perf_counter()
+    output_dir = Path(cfg.paths.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+
+    model = build_model(cfg)
+    datamodule = build_datamodule(cfg, model)
+    module = PromptTuningModule(
+        model,
+        num_classes=cfg.task.num_classes,
+        optimizer=instantiate(cfg.optim.optimizer),
+        param_groups=_plain(cfg.optim.get("param_groups")),
+        warmup_epochs=cfg.optim.warmup_epochs,
+        finetune_backbone=cfg.method.finetune_backbone,
+    )
+    loggers = _instantiate_all(cfg.get("logger"))
+    trainer = L.Trainer(**cfg.trainer, callbacks=_instantiate_all(cfg.get("callbacks")), logger=loggers or False)
+    try:
+        for logger in loggers:
+            logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+        fit_started = time.perf_counter()
+        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        fit_time = time.perf_counter() - fit_started
+        selection = _selected_epoch(trainer)
+        test_started = time.perf_counter()
+        test_metrics = trainer.test(module, datamodule=datamodule, ckpt_path=selection.pop("path"), verbose=False)
+        test_time = time.perf_counter() - test_started
+    finally:
+        _finish(loggers)
+
+    results = {
+        "task": cfg.task.name,
+        "method": cfg.method.name,
+        "prompt_length": module.model.prompt_length,
+        "prompt_deep": bool(cfg.prompt.deep),
+        "backbone": cfg.backbone.arch,
+        "img_size": cfg.backbone.img_size,
+        "pretrain": cfg.pretrain.name,
+        "seed": cfg.get("seed"),
+        "parameters": module.parameter_counts(),
+        "selection": selection,
+        "test": {k.split("/", 1)[1]: v for k, v in (test_metrics[0] if test_metrics else {}).items()},
+        "timings": {"fit": fit_time, "test": test_time, "total": time.perf_counter() - started},
+        "output_dir": str(output_dir),
+        "config": OmegaConf.to_container(cfg, resolve=True),
+        "versions": {"torch": torch.__version__, "lightning": L.__version__},
+    }
+    if trainer.is_global_zero:
+        (output_dir / "results.json").write_text(json.dumps(results, indent=2))
+        print(format_summary(results), flush=True)
+    return results
+
+
+def _selected_epoch(trainer: L.Trainer) -> dict[str, Any]:
+    """The epoch chosen on validation, with its checkpoint path (``None`` if checkpointing is off)."""
+    epochs = trainer.max_epochs
+    ckpt = trainer.checkpoint_callback
+    if not isinstance(ckpt, ModelCheckpoint) or not ckpt.best_model_path:
+        val = trainer.callback_metrics.get("val/acc1")
+        return {"epoch": trainer.current_epoch, "epochs": epochs, "val_acc1": _float(val), "path": None}
+    epoch = torch.load(ckpt.best_model_path, map_location="cpu", weights_only=False)["epoch"]
+    return {"epoch": epoch + 1, "epochs": epochs, "val_acc1": _float(ckpt.best_model_score), "path": ckpt.best_model_path}
+
+
+def _plain(node: DictConfig | None) -> dict[str, Any]:
+    return {} if node is None else OmegaConf.to_container(node, resolve=True)
+
+
+def _float(x: Any) -> float | None:
+    return None if x is None else float(x)
+
+
+def _finish(loggers: list[Any]) -> None:
+    """Close loggers that hold a live run (W&B), also when the run failed."""
+    for logger in loggers:
+        experiment = getattr(logger, "_experiment", None)
+        if experiment is not None and hasattr(experiment, "finish"):
+            experiment.finish()

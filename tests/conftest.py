@@ -1,0 +1,35 @@
+"""Shared fixtures: tiny ViTs and composed configs that run on the CPU in seconds."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import timm
+import torch
+from hydra import compose, initialize_config_module
+from omegaconf import DictConfig, open_dict
+
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+
+TINY = dict(img_size=32, patch_size=4, embed_dim=64, depth=3, num_heads=2)
+
+
+def tiny_vit(num_classes: int = 5, **overrides) -> torch.nn.Module:
+    """A 32 px, patch-4, width-64 ViT (64 patch tokens) built by timm."""
+    return timm.create_model("vit_tiny_patch16_224", num_classes=num_classes, **{**TINY, **overrides})
+
+
+def compose_cfg(tmp_path, overrides: list[str] = ()) -> DictConfig:
+    """The real configs, composed as the CLI would, writing into ``tmp_path``."""
+    with initialize_config_module(version_base="1.3", config_module="spt_lightning.conf"):
+        cfg = compose("train", overrides=["task=demo/synthetic", "debug=fast", *overrides], return_hydra_config=False)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(tmp_path)
+    return cfg
+
+
+@pytest.fixture
+def cfg_factory(tmp_path):
+    return lambda *overrides: compose_cfg(tmp_path, list(overrides))

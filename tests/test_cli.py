@@ -1,0 +1,79 @@
+"""The command line as users run it: subprocesses of `python -m spt_lightning`."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+FAST = ["task=demo/synthetic", "debug=fast"]
+
+
+def run_cli(args, tmp_path, check=True):
+    env = {**os.environ, "SPT_LOG_DIR": str(tmp_path / "logs"), "WANDB_MODE": "offline"}
+    done = subprocess.run([sys.executable, "-m", "spt_lightning", *args], capture_output=True, text=True,
+                          cwd=tmp_path, env=env, timeout=300)
+    if check:
+        assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def _results(tmp_path):
+    return [json.loads(p.read_text()) for p in sorted((tmp_path / "logs").rglob("results.json"))]
+
+
+def test_debug_fast_end_to_end(tmp_path):
+    done = run_cli(FAST, tmp_path)
+    (results,) = _results(tmp_path)
+    out = Path(results["output_dir"])
+    assert results["selection"]["epochs"] == 2 and 1 <= results["selection"]["epoch"] <= 2
+    assert 0.0 <= results["test"]["acc1"] <= 1.0
+    assert results["parameters"]["learnable"] == 2 * 10 * 64 + 64 * 4 + 4
+    for line in ("task : demo/synthetic", "selected : epoch", "test : acc1", f"outputs : {out}"):
+        assert line in done.stdout
+    ckpts = {p.name for p in (out / "checkpoints").iterdir()}
+    assert "last.ckpt" in ckpts and len(ckpts) == 2
+    state = torch.load(out / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    assert set(state) == {"model.prompts.embeddings", "model.vit.head.weight", "model.vit.head.bias"}
+
+
+def test_resume_from_checkpoint(tmp_path):
+    run_cli([*FAST, "trainer.max_epochs=1"], tmp_path)
+    (first,) = _results(tmp_path)
+    last = Path(first["output_dir"]) / "checkpoints" / "last.ckpt"
+    saved = torch.load(last, weights_only=False)
+    assert saved["epoch"] == 0 and saved["global_step"] == 4
+    second_dir = tmp_path / "second"
+    second_dir.mkdir()
+    run_cli([*FAST, "trainer.max_epochs=2", f"ckpt_path={last}"], second_dir)
+    (second,) = _results(second_dir)
+    resumed = torch.load(Path(second["output_dir"]) / "checkpoints" / "last.ckpt", weights_only=False)
+    assert resumed["epoch"] == 1 and resumed["global_step"] == 8  # went on from step 4, not from 0
+
+
+def test_multirun_sweep(tmp_path):
+    run_cli(["-m", *FAST, "prompt.length=1,3", "method=vpt_deep,vpt_shallow"], tmp_path)
+    results = _results(tmp_path)
+    assert sorted((r["method"], r["prompt_length"]) for r in results) == [
+        ("vpt_deep", 1), ("vpt_deep", 3), ("vpt_shallow", 1), ("vpt_shallow", 3)]
+
+
+def test_help_and_cfg_job(tmp_path):
+    assert "python -m spt_lightning" in run_cli(["--help"], tmp_path).stdout
+    cfg = run_cli(["--cfg", "job", "task=fgvc/cub", "prompt.length=50"], tmp_path).stdout
+    assert "name: fgvc/cub" in cfg and "length: 50" in cfg
+
+
+def test_missing_dataset_names_folder_and_key(tmp_path):
+    done = run_cli(["task=fgvc/cub", "prompt.length=50", f"paths.data_dir={tmp_path}/nowhere"], tmp_path, check=False)
+    assert done.returncode != 0
+    assert f"{tmp_path}/nowhere/CUB_200_2011" in done.stderr and "paths.data_dir" in done.stderr
+
+
+def test_bad_prompt_length_fails_before_work(tmp_path):
+    done = run_cli([*FAST, "prompt.length=0"], tmp_path, check=False)
+    assert done.returncode != 0 and "prompt.length=0" in done.stderr
+    assert not list((tmp_path / "logs").rglob("*.ckpt"))

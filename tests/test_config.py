@@ -1,0 +1,71 @@
+from pathlib import Path
+
+import pytest
+from hydra.errors import ConfigCompositionException
+
+import spt_lightning
+from spt_lightning.config import ConfigError, check_config
+from spt_lightning.train import build_model
+
+CONF = Path(spt_lightning.__file__).parent / "conf"
+
+
+def _options(group: str) -> list[str]:
+    return sorted(str(p.relative_to(CONF / group).with_suffix("")) for p in (CONF / group).rglob("*.yaml"))
+
+
+@pytest.mark.parametrize(
+    "group,option",
+    [(g, o) for g in ("task", "backbone", "pretrain", "method", "prompt", "optim", "data", "trainer",
+                      "callbacks", "logger", "paths", "debug", "experiment") for o in _options(g)],
+)
+def test_every_option_composes(cfg_factory, group, option):
+    overrides = [f"{group}={option}"]
+    if group == "pretrain" and option == "file":
+        overrides.append("pretrain.file=/some/weights.pth")
+    cfg = cfg_factory(*overrides)
+    assert cfg.task.num_classes > 0 and cfg.backbone.arch and cfg.method.name
+    check_config(cfg)
+
+
+def test_defaults_are_the_offline_demo(tmp_path):
+    from hydra import compose, initialize_config_module
+
+    with initialize_config_module(version_base="1.3", config_module="spt_lightning.conf"):
+        cfg = compose("train")
+    assert cfg.task.name == "demo/animal_mnist" and cfg.task.sizes == {"train": 800, "val": 200, "test": 2000}
+    assert cfg.backbone.arch == "vit_small_patch14_dinov2" and cfg.backbone.img_size == 112
+    assert cfg.pretrain.source == "bundled"
+
+
+@pytest.mark.parametrize("method,length,deep", [("vpt_deep", 3, True), ("vpt_shallow", 3, False), ("linear", 0, True), ("full", 0, True)])
+def test_methods_build_the_right_model(cfg_factory, method, length, deep):
+    cfg = cfg_factory(f"method={method}", "prompt.length=3")
+    model = build_model(cfg)
+    assert model.prompt_length == length
+    if length:
+        assert model.prompts.num_layers == (len(model.vit.blocks) if deep else 1)
+
+
+def test_plain_prompt_keys_override_method(cfg_factory):
+    cfg = cfg_factory("method=vpt_deep", "prompt.deep=false", "prompt.dropout=0.1", "prompt.length=2")
+    model = build_model(cfg)
+    assert model.prompts.num_layers == 1 and model.prompts.dropout.p == 0.1
+
+
+def test_unknown_option_lists_valid_choices(cfg_factory):
+    with pytest.raises(ConfigCompositionException) as err:
+        cfg_factory("method=vpt_deeep")
+    assert "vpt_shallow" in str(err.value.__cause__ or err.value) or "Available options" in str(err.value)
+
+
+@pytest.mark.parametrize("length", [0, -5])
+def test_nonpositive_prompt_length_is_refused(cfg_factory, length):
+    with pytest.raises(ConfigError, match="prompt.length"):
+        check_config(cfg_factory("method=vpt_deep", f"prompt.length={length}"))
+    check_config(cfg_factory("method=linear", f"prompt.length={length}"))  # no prompts: fine
+
+
+def test_negative_learning_rate_is_refused(cfg_factory):
+    with pytest.raises(ConfigError, match="optim.optimizer.lr"):
+        check_config(cfg_factory("optim.optimizer.lr=-0.1"))

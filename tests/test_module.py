@@ -1,0 +1,95 @@
+import functools
+
+import lightning as L
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from spt_lightning.models import PromptedViT
+from spt_lightning.module import PromptTuningModule, warmup_cosine
+
+from conftest import tiny_vit
+
+
+def _module(prompt_length=4, finetune=False, lr=1e-2, **vit_kwargs):
+    torch.manual_seed(0)
+    model = PromptedViT(tiny_vit(num_classes=4, **vit_kwargs), prompt_length, deep=True)
+    opt = functools.partial(torch.optim.AdamW, lr=lr, weight_decay=0.05)
+    return PromptTuningModule(model, 4, opt, param_groups={"head": {"weight_decay": 0.0}}, finetune_backbone=finetune)
+
+
+def _loader(n=64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, 4, (n,), generator=g)
+    colours = torch.randn(4, 3, 1, 1, generator=g)
+    x = colours[y] + 0.5 * torch.randn(n, 3, 32, 32, generator=g)  # a colour per class: learnable
+    return DataLoader(TensorDataset(x, y), batch_size=16, shuffle=True)
+
+
+def _trainer(tmp_path, epochs):
+    return L.Trainer(
+        max_epochs=epochs, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
+    )
+
+
+def test_frozen_weights_bit_identical_and_loss_falls(tmp_path):
+    module = _module()
+    frozen = {n: p.detach().clone() for n, p in module.model.vit.named_parameters() if not n.startswith("head.")}
+    prompts_before = module.model.prompts.embeddings.detach().clone()
+    loader = _loader()
+    x, y = next(iter(DataLoader(loader.dataset, batch_size=64)))
+    with torch.no_grad():
+        loss_before = torch.nn.functional.cross_entropy(module.eval()(x), y).item()
+    _trainer(tmp_path, 8).fit(module, loader)
+    for n, p in module.model.vit.named_parameters():
+        if not n.startswith("head."):
+            assert torch.equal(p, frozen[n]), n
+    assert not torch.equal(module.model.prompts.embeddings, prompts_before)
+    with torch.no_grad():
+        loss_after = torch.nn.functional.cross_entropy(module.eval()(x), y).item()
+    assert loss_after < 0.5 * loss_before
+
+
+def test_full_finetuning_changes_the_backbone(tmp_path):
+    module = _module(prompt_length=0, finetune=True, lr=1e-3)
+    before = module.model.vit.blocks[0].attn.qkv.weight.detach().clone()
+    _trainer(tmp_path, 1).fit(module, _loader(32))
+    assert not torch.equal(module.model.vit.blocks[0].attn.qkv.weight, before)
+    assert set(module.trainable_groups()) == {"head", "backbone"}
+
+
+def test_param_groups_decay_and_counts(tmp_path):
+    module = _module()
+    trainer = _trainer(tmp_path, 1)
+    trainer.fit(module, _loader(16))
+    groups = {g["name"]: g for g in trainer.optimizers[0].param_groups}
+    assert set(groups) == {"prompts", "head", "head_no_decay"}
+    assert groups["prompts"]["weight_decay"] == 0.05
+    assert groups["head"]["weight_decay"] == 0.0 and groups["head_no_decay"]["weight_decay"] == 0.0
+    counts = module.parameter_counts()
+    assert counts["learnable"] == 3 * 4 * 64 + 64 * 4 + 4
+    assert counts["learnable_without_head"] == 3 * 4 * 64
+
+
+def test_linear_probe_trains_head_only():
+    module = _module(prompt_length=0)
+    assert set(module.trainable_groups()) == {"head"}
+
+
+def test_warmup_cosine():
+    assert warmup_cosine(0, 10, 100) == pytest.approx(0.1)
+    assert warmup_cosine(9, 10, 100) == pytest.approx(1.0)
+    assert warmup_cosine(10, 10, 100) == pytest.approx(1.0)
+    assert warmup_cosine(55, 10, 100) == pytest.approx(0.5)
+    assert warmup_cosine(100, 10, 100) == pytest.approx(0.0)
+    assert warmup_cosine(5, 0, 10) == pytest.approx(0.5 * (1 + torch.cos(torch.tensor(torch.pi * 0.5)).item()))
+
+
+def test_bf16_mixed_on_cpu(tmp_path):
+    module = _module()
+    trainer = L.Trainer(max_epochs=1, accelerator="cpu", precision="bf16-mixed", logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, default_root_dir=tmp_path)
+    trainer.fit(module, _loader(32))
+    assert module.model.prompts.embeddings.dtype == torch.float32
+    assert torch.isfinite(module.model.prompts.embeddings).all()

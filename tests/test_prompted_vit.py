@@ -1,0 +1,92 @@
+import pytest
+import torch
+
+from spt_lightning.models import PromptedViT, Prompts
+
+from conftest import tiny_vit
+
+
+def _capture_block_inputs(model: PromptedViT):
+    seen = []
+    hooks = [b.register_forward_pre_hook(lambda m, args: seen.append(args[0].detach())) for b in model.vit.blocks]
+    return seen, hooks
+
+
+@pytest.mark.parametrize("deep", [False, True])
+@pytest.mark.parametrize("pool,reg", [("token", 0), ("avg", 0), ("token", 2)])
+def test_shapes_and_token_layout(deep, pool, reg):
+    torch.manual_seed(0)
+    vit = tiny_vit(global_pool=pool, reg_tokens=reg, class_token=pool == "token" or reg == 0).eval()
+    model = PromptedViT(vit, prompt_length=7, deep=deep).eval()
+    x = torch.randn(3, 3, 32, 32)
+    seen, hooks = _capture_block_inputs(model)
+    logits = model(x)
+    assert logits.shape == (3, 5)
+    n = vit.num_prefix_tokens
+    for i, tokens in enumerate(seen):
+        assert tokens.shape == (3, n + 7 + 64, 64)
+        layer = i if deep else 0
+        if i == 0 or deep:  # fresh prompts sit right after the prefix tokens
+            torch.testing.assert_close(tokens[:, n : n + 7], model.prompts.embeddings[layer].expand(3, -1, -1))
+    assert model.forward_features(x).shape == (3, n + 64, 64), "prompts must be cut before norm/pool"
+    for h in hooks:
+        h.remove()
+
+
+def test_deep_prompt_count_and_shallow_count():
+    vit = tiny_vit()
+    assert PromptedViT(vit, 4, deep=True).prompts.embeddings.shape == (3, 4, 64)
+    assert PromptedViT(tiny_vit(), 4, deep=False).prompts.embeddings.shape == (1, 4, 64)
+
+
+def test_no_prompts_is_exactly_timm():
+    torch.manual_seed(0)
+    vit = tiny_vit(global_pool="avg").eval()
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(PromptedViT(vit).eval()(x), vit(x), rtol=0, atol=0)
+
+
+def test_prompts_change_the_output_and_patch_tokens_keep_position():
+    torch.manual_seed(0)
+    vit = tiny_vit().eval()
+    model = PromptedViT(vit, 5, deep=True).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        out_a = model(x)
+        model.prompts.embeddings.mul_(3)
+        out_b = model(x)
+    assert not torch.allclose(out_a, out_b)
+
+
+def test_gradients_reach_only_prompts_and_head():
+    model = PromptedViT(tiny_vit(), 5, deep=True)
+    model.freeze_backbone()
+    model.train()
+    model(torch.randn(2, 3, 32, 32)).sum().backward()
+    with_grad = {n for n, p in model.named_parameters() if p.grad is not None}
+    assert with_grad == {"prompts.embeddings", "vit.head.weight", "vit.head.bias"}
+    assert all(p.grad.abs().sum() > 0 for n, p in model.named_parameters() if n in with_grad)
+
+
+def test_frozen_backbone_stays_in_eval_mode():
+    model = PromptedViT(tiny_vit(drop_rate=0.5, drop_path_rate=0.5), 5, dropout=0.5)
+    model.freeze_backbone()
+    model.train()
+    assert model.training and model.prompts.training
+    assert not any(m.training for m in model.vit.modules())
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():  # backbone deterministic in train mode: drop-path/dropout are off
+        model.prompts.dropout.p = 0.0
+        torch.testing.assert_close(model(x), model(x))
+
+
+def test_prompt_length_must_be_positive():
+    with pytest.raises(ValueError, match="prompt.length"):
+        Prompts(1, 0, 64)
+
+
+def test_xavier_init_bound_follows_vpt():
+    p = Prompts(12, 50, 768, patch_fan_in=3 * 16 * 16)
+    bound = (6.0 / (3 * 16 * 16 + 768)) ** 0.5
+    assert p.embeddings.abs().max() <= bound
+    assert p.embeddings.abs().max() > 0.95 * bound
