@@ -93,3 +93,39 @@ def test_bf16_mixed_on_cpu(tmp_path):
     trainer.fit(module, _loader(32))
     assert module.model.prompts.embeddings.dtype == torch.float32
     assert torch.isfinite(module.model.prompts.embeddings).all()
+
+
+def test_ema_is_validated_checkpointed_and_resumed(tmp_path):
+    from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+
+    from spt_lightning.ema import TrainableEMA
+
+    class Record(Callback):
+        def __init__(self):
+            self.raw = []
+
+        def on_train_batch_end(self, trainer, pl_module, *args):
+            self.raw.append(pl_module.model.prompts.embeddings.detach().clone())
+
+    module = _module()
+    start = module.model.prompts.embeddings.detach().clone()
+    record, decay = Record(), 0.8
+    ckpt = ModelCheckpoint(dirpath=tmp_path, save_last=True)
+    trainer = L.Trainer(max_epochs=2, accelerator="cpu", logger=False, enable_progress_bar=False,
+                        callbacks=[TrainableEMA(decay), record, ckpt], default_root_dir=tmp_path)
+    loader = _loader(32)
+    trainer.fit(module, loader, loader)
+    expected = start.clone()
+    for raw in record.raw:
+        expected += (1 - decay) * (raw - expected)
+    saved = torch.load(tmp_path / "last.ckpt", weights_only=False)
+    torch.testing.assert_close(saved["state_dict"]["model.prompts.embeddings"], expected)
+    torch.testing.assert_close(module.model.prompts.embeddings, record.raw[-1])  # training continues on raw values
+
+    resumed = _module()
+    ema = TrainableEMA(decay)
+    trainer = L.Trainer(max_epochs=2, accelerator="cpu", logger=False, enable_progress_bar=False,
+                        callbacks=[ema], default_root_dir=tmp_path)
+    trainer.fit(resumed, loader, loader, ckpt_path=tmp_path / "last.ckpt")  # already done: restores only
+    torch.testing.assert_close(resumed.model.prompts.embeddings, record.raw[-1])
+    torch.testing.assert_close(ema.average[ema._names.index("model.prompts.embeddings")], expected)

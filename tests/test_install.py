@@ -1,0 +1,29 @@
+"""The package works as a plain (non-editable) install: the Hydra configs travel inside the wheel."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_configs_found_when_installed_non_editable(tmp_path):
+    site, project = tmp_path / "site", tmp_path / "project"
+    shutil.copytree(ROOT / "src", project / "src", ignore=shutil.ignore_patterns("*.egg-info", "__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, project / name)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+         "--disable-pip-version-check", "--target", str(site), str(project)],
+        check=True, capture_output=True, cwd=tmp_path,
+    )
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    where = subprocess.run([sys.executable, "-c", "import spt_lightning; print(spt_lightning.__file__)"],
+                           capture_output=True, text=True, cwd=tmp_path, env=env, check=True).stdout
+    assert where.startswith(str(site)), where
+    done = subprocess.run([sys.executable, "-m", "spt_lightning", "--cfg", "job", "task=fgvc/cub", "method=vpt_shallow"],
+                          capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stderr
+    assert "name: fgvc/cub" in done.stdout and "name: vpt_shallow" in done.stdout
