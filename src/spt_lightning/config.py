@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from omegaconf import DictConfig
 
+from .prototypes.strategies import STRATEGIES
+
 
 class ConfigError(ValueError):
     """A config value is out of its valid range; the message names the key and how to fix it."""
@@ -15,6 +17,12 @@ def check_config(cfg: DictConfig) -> None:
             f"prompt.length={cfg.prompt.length}: method={cfg.method.name} needs at least one prompt token "
             f"per layer. Set prompt.length to a positive number (the paper uses 1-200), or use method=linear."
         )
+    if cfg.method.prompted and cfg.prompt.init not in STRATEGIES:
+        raise ConfigError(f"prompt.init={cfg.prompt.init} is unknown; choose one of {', '.join(STRATEGIES)}")
+    if not 0.0 < cfg.init.data_fraction <= 1.0:
+        raise ConfigError(f"init.data_fraction={cfg.init.data_fraction} must lie in (0, 1]")
+    if cfg.init.max_tokens_per_layer <= 0:
+        raise ConfigError(f"init.max_tokens_per_layer={cfg.init.max_tokens_per_layer} must be positive")
     if cfg.prompt.dropout < 0 or cfg.prompt.dropout >= 1:
         raise ConfigError(f"prompt.dropout={cfg.prompt.dropout} must lie in [0, 1)")
     lr = cfg.optim.optimizer.lr

@@ -20,6 +20,7 @@ from .config import check_config
 from .data import TaskDataModule
 from .models import PromptedViT
 from .module import PromptTuningModule
+from .prototypes import PrototypeInit
 from .summary import format_summary
 
 log = logging.getLogger(__name__)
@@ -111,7 +112,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "parameters": module.parameter_counts(),
         "selection": selection,
         "test": {k.split("/", 1)[1]: v for k, v in (test_metrics[0] if test_metrics else {}).items()},
-        "timings": {"fit": fit_time, "test": test_time, "total": time.perf_counter() - started},
+        "init": _init_stats(trainer),
+        "timings": _timings(trainer, fit_time, test_time, time.perf_counter() - started),
         "output_dir": str(output_dir),
         "config": OmegaConf.to_container(cfg, resolve=True),
         "versions": {"torch": torch.__version__, "lightning": L.__version__},
@@ -131,6 +133,16 @@ def _selected_epoch(trainer: L.Trainer) -> dict[str, Any]:
         return {"epoch": trainer.current_epoch, "epochs": epochs, "val_acc1": _float(val), "path": None}
     epoch = torch.load(ckpt.best_model_path, map_location="cpu", weights_only=False)["epoch"]
     return {"epoch": epoch + 1, "epochs": epochs, "val_acc1": _float(ckpt.best_model_score), "path": ckpt.best_model_path}
+
+
+def _init_stats(trainer: L.Trainer) -> dict[str, Any]:
+    return next((cb.stats for cb in trainer.callbacks if isinstance(cb, PrototypeInit)), {})
+
+
+def _timings(trainer: L.Trainer, fit: float, test: float, total: float) -> dict[str, float]:
+    """Seconds: prompt init (inside fit), training (fit without init), test, and the whole run."""
+    init = _init_stats(trainer).get("time", 0.0)
+    return {"init": init, "train": fit - init, "test": test, "total": total}
 
 
 def _plain(node: DictConfig | None) -> dict[str, Any]:

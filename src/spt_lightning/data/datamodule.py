@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from typing import Any
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from .tasks import build_datasets
 from .transforms import build_transforms
@@ -50,22 +51,33 @@ class TaskDataModule(L.LightningDataModule):
             train, evaluate = self.transforms(train=True), self.transforms(train=False)
             self.datasets = build_datasets(self.task, {"train": train, "val": evaluate, "test": evaluate})
 
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+    def prototype_dataloader(self, fraction: float = 1.0, seed: int = 0, batch_size: int | None = None) -> DataLoader:
+        """The training split with **eval** transforms, in a fixed order (a seeded ``fraction`` of it)."""
+        self.setup("fit")
+        dataset = copy.copy(self.datasets["train"])
+        dataset.transform = self.transforms(train=False)
+        if fraction < 1.0:
+            count = max(1, round(fraction * len(dataset)))
+            keep = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:count]
+            dataset = Subset(dataset, keep.sort().values.tolist())
+        return self._loader(dataset, shuffle=False, batch_size=batch_size, persistent=False)
+
+    def _loader(self, dataset: Dataset, shuffle: bool, batch_size: int | None = None, persistent: bool = True) -> DataLoader:
         return DataLoader(
-            self.datasets[split],
-            batch_size=self.batch_size,
+            dataset,
+            batch_size=batch_size or self.batch_size,
             shuffle=shuffle,
             drop_last=False,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory and torch.cuda.is_available(),
-            persistent_workers=self.num_workers > 0,
+            persistent_workers=persistent and self.num_workers > 0,
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
+        return self._loader(self.datasets["train"], shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
+        return self._loader(self.datasets["val"], shuffle=False)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
+        return self._loader(self.datasets["test"], shuffle=False)

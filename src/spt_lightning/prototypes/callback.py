@@ -1,0 +1,128 @@
+"""The Lightning callback that writes data-driven initial prompts (SPT) before training starts."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback
+
+from . import cache
+from .capture import capture
+from .strategies import make_collector, needs_data, prototypes
+
+log = logging.getLogger(__name__)
+
+
+class PrototypeInit(Callback):
+    """Initialise the prompts from the downstream data's own tokens, once, in ``on_fit_start``.
+
+    Runs after the checkpoint restore and the strategy setup, so it writes into the parameters the
+    optimizer trains (in place) and is skipped when fitting resumes from a checkpoint. Under DDP
+    rank 0 computes and every rank receives the same values.
+
+    Args:
+        strategy: ``kmeans``, ``random``, ``mean_pool``, ``max_pool`` or ``xavier`` (data-free: nothing to do).
+        max_tokens_per_layer: Reservoir capacity per layer (memory bound); at or above the token
+            count, every token is used.
+        data_fraction: Part of the training split the pass reads (seeded).
+        kmeans_iters: Lloyd iterations of FAISS k-means.
+        seed: Seed of sampling and k-means.
+        cache_dir: Folder of cached prototypes (``None``: no cache).
+        batch_size: Batch size of the capture pass (``None``: the datamodule's).
+    """
+
+    def __init__(
+        self,
+        strategy: str = "kmeans",
+        max_tokens_per_layer: int = 100_000,
+        data_fraction: float = 1.0,
+        kmeans_iters: int = 20,
+        seed: int = 0,
+        cache_dir: str | None = None,
+        batch_size: int | None = None,
+    ):
+        needs_data(strategy)  # validates the name
+        if not 0.0 < data_fraction <= 1.0:
+            raise ValueError(f"init.data_fraction must lie in (0, 1], got {data_fraction}")
+        if max_tokens_per_layer <= 0:
+            raise ValueError(f"init.max_tokens_per_layer must be > 0, got {max_tokens_per_layer}")
+        self.strategy, self.max_tokens, self.data_fraction = strategy, max_tokens_per_layer, data_fraction
+        self.kmeans_iters, self.seed, self.batch_size = kmeans_iters, seed, batch_size
+        self.cache_dir = Path(cache_dir).expanduser() if cache_dir else None
+        self.stats: dict[str, Any] = {}
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        prompts = pl_module.model.prompts
+        if prompts is None or not needs_data(self.strategy):
+            return
+        if trainer.ckpt_path:
+            log.info("Resuming from %s: prompts come from the checkpoint, not re-initialised", trainer.ckpt_path)
+            return
+        started = time.perf_counter()
+        entry = self._compute(trainer, pl_module) if trainer.is_global_zero else None
+        entry = trainer.strategy.broadcast(entry, src=0)
+        with torch.no_grad():
+            prompts.embeddings.copy_(entry["prompts"].to(prompts.embeddings))
+        self.stats = {**entry["stats"], "time": time.perf_counter() - started}
+        log.info("Prompt init (%s): %s", self.strategy, json.dumps(self.stats))
+        metrics = {"init/time": self.stats["time"]}
+        for layer, s in enumerate(self.stats["layers"]):
+            metrics[f"init/tokens/layer{layer}"] = s["tokens"]
+            if "kmeans_objective" in s:
+                metrics[f"init/kmeans_objective/layer{layer}"] = s["kmeans_objective"]
+        for logger in trainer.loggers:
+            logger.log_metrics(metrics, step=0)
+
+    def _key(self, trainer: L.Trainer, pl_module: L.LightningModule) -> str:
+        dm, model = trainer.datamodule, pl_module.model
+        return cache.cache_key({
+            "backbone": type(model.vit).__name__,
+            "weights": cache.weights_fingerprint(model.vit, skip=("head.",)),
+            "task": dm.task,
+            "split": "train",
+            "transform": repr(dm.transforms(train=False)),
+            "img_size": dm.img_size,
+            "layers": model.prompts.num_layers,
+            "length": model.prompts.length,
+            "strategy": self.strategy,
+            "seed": self.seed,
+            "data_fraction": self.data_fraction,
+            "max_tokens_per_layer": self.max_tokens,
+            "kmeans_iters": self.kmeans_iters,
+            "precision": str(trainer.precision),
+        })
+
+    def _compute(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
+        model = pl_module.model
+        path = self.cache_dir / f"{self._key(trainer, pl_module)}.pt" if self.cache_dir else None
+        if path is not None and (hit := cache.load(path)) is not None:
+            log.info("Prototype cache hit: %s (no data pass)", path)
+            return {"prompts": hit["prompts"], "stats": {**hit["stats"], "cache": "hit"}}
+        generator = torch.Generator().manual_seed(self.seed)
+        collectors = [
+            make_collector(self.strategy, model.prompts.length, self.max_tokens, generator)
+            for _ in range(model.prompts.num_layers)
+        ]
+        loader = trainer.datamodule.prototype_dataloader(self.data_fraction, self.seed, self.batch_size)
+        started = time.perf_counter()
+        device = pl_module.device
+        capture(model, (x.to(device, non_blocking=True) for x, _ in loader), collectors,
+                trainer.precision_plugin.forward_context)
+        capture_time = time.perf_counter() - started
+        values, layers = [], []
+        for layer, collector in enumerate(collectors):
+            value, stats = prototypes(self.strategy, collector, layer, model.prompts.length, self.kmeans_iters, self.seed)
+            values.append(value)
+            layers.append(stats)
+        stats = {"layers": layers, "capture_time": capture_time,
+                 "prototype_time": time.perf_counter() - started - capture_time, "cache": "miss" if path else "off"}
+        entry = {"prompts": torch.stack(values), "stats": stats}
+        if path is not None:
+            cache.save(path, entry)
+        return entry

@@ -1,0 +1,67 @@
+"""From captured tokens to P prompt values per layer: k-means, random tokens, pooled windows, xavier."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from .capture import TokenReservoir, WindowPool
+
+STRATEGIES = ("kmeans", "random", "mean_pool", "max_pool", "xavier")
+
+
+class PrototypeError(ValueError):
+    """Prototypes cannot be computed as configured; the message says what to change."""
+
+
+def check_strategy(strategy: str) -> None:
+    if strategy not in STRATEGIES:
+        raise PrototypeError(f"unknown prompt.init '{strategy}'; choose one of {', '.join(STRATEGIES)}")
+
+
+def needs_data(strategy: str) -> bool:
+    check_strategy(strategy)
+    return strategy != "xavier"
+
+
+def make_collector(strategy: str, length: int, max_tokens: int, generator: torch.Generator):
+    if strategy in ("mean_pool", "max_pool"):
+        return WindowPool(length, strategy.removesuffix("_pool"))
+    return TokenReservoir(max_tokens, generator)
+
+
+def kmeans(tokens: torch.Tensor, k: int, iters: int, seed: int) -> tuple[torch.Tensor, float]:
+    """FAISS k-means over **every** given token (on the GPU when FAISS sees one).
+
+    Returns the ``[k, D]`` centroids and the final objective (sum of squared distances).
+    """
+    import faiss
+
+    x = np.ascontiguousarray(tokens.numpy(), dtype=np.float32)
+    # NOTE: FAISS subsamples to max_points_per_centroid * k points (default 256 * k); lift the limit
+    # so the prototypes summarise every token the reservoir kept.
+    km = faiss.Kmeans(
+        x.shape[1], k, niter=iters, seed=seed, gpu=faiss.get_num_gpus() > 0, verbose=False,
+        max_points_per_centroid=math.ceil(len(x) / k), min_points_per_centroid=1,
+    )
+    km.train(x)
+    return torch.from_numpy(km.centroids.copy()), float(km.obj[-1])
+
+
+def prototypes(strategy: str, collector, layer: int, length: int, iters: int, seed: int) -> tuple[torch.Tensor, dict]:
+    """The ``[length, D]`` initial prompts of one layer, and stats for the log."""
+    if isinstance(collector, WindowPool):
+        return collector.tokens(), {"tokens": collector.seen}
+    tokens = collector.tokens()
+    if len(tokens) < length:
+        raise PrototypeError(
+            f"layer {layer}: only {len(tokens)} tokens were captured for {length} prompts. Lower "
+            f"prompt.length, raise init.data_fraction / init.max_tokens_per_layer, or use prompt.init=xavier."
+        )
+    if strategy == "random":
+        pick = torch.randperm(len(tokens), generator=torch.Generator().manual_seed(seed + layer))[:length]
+        return tokens[pick], {"tokens": len(tokens)}
+    centroids, objective = kmeans(tokens, length, iters, seed + layer)
+    return centroids, {"tokens": len(tokens), "kmeans_objective": objective}

@@ -1,0 +1,221 @@
+import faiss
+import lightning as L
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from spt_lightning.models import PromptedViT
+from spt_lightning.prototypes import PrototypeError, PrototypeInit
+from spt_lightning.prototypes.capture import TokenReservoir, WindowPool, capture, layer_tokens
+from spt_lightning.prototypes.strategies import prototypes
+
+from conftest import tiny_vit
+
+
+def _model(length=3, deep=True):
+    torch.manual_seed(0)
+    model = PromptedViT(tiny_vit(num_classes=4), length, deep=deep)
+    model.freeze_backbone()
+    return model.eval()
+
+
+def _hooked_tokens(model, images):
+    """Independent capture: timm's own forward with hooks on the block inputs."""
+    seen = []
+    hooks = [b.register_forward_pre_hook(lambda m, a: seen.append(a[0].detach())) for b in model.vit.blocks]
+    with torch.no_grad():
+        model.vit.forward_features(images)
+    for h in hooks:
+        h.remove()
+    n = model.vit.num_prefix_tokens
+    return [t[:, n:] for t in seen]
+
+
+def test_captured_tokens_equal_block_inputs():
+    model = _model()
+    images = torch.randn(5, 3, 32, 32)
+    expected = _hooked_tokens(model, images)
+    with torch.no_grad():
+        got = dict(layer_tokens(model, images, num_layers=3))
+    assert set(got) == {0, 1, 2}
+    for layer in range(3):
+        assert got[layer].shape == (5, 64, 64)
+        torch.testing.assert_close(got[layer], expected[layer], rtol=0, atol=0)
+    # layer 0 = patch embedding + position embedding (what the prompts are concatenated to)
+    patches = model.vit.patch_embed(images)
+    torch.testing.assert_close(got[0], patches + model.vit.pos_embed[:, 1:])
+
+
+def test_reservoir_keeps_everything_below_capacity_and_samples_uniformly_above():
+    g = torch.Generator().manual_seed(0)
+    everything = TokenReservoir(1000, g)
+    stream = [torch.arange(i * 40, (i + 1) * 40, dtype=torch.float32).reshape(10, 4, 1) for i in range(5)]
+    for chunk in stream:
+        everything.add(chunk)
+    assert torch.equal(everything.tokens().flatten(), torch.arange(200, dtype=torch.float32))
+
+    counts = torch.zeros(200)
+    for seed in range(300):
+        small = TokenReservoir(20, torch.Generator().manual_seed(seed))
+        for chunk in stream:
+            small.add(chunk)
+        kept = small.tokens().flatten().long()
+        assert len(kept) == 20 and len(set(kept.tolist())) == 20  # without replacement
+        counts[kept] += 1
+    # each token kept with probability 20/200: 30 of 300 runs on average
+    assert counts.mean() == pytest.approx(30.0)
+    assert counts.min() > 10 and counts.max() < 55
+
+
+def test_window_pool_mean_and_max():
+    tokens = torch.arange(2 * 6 * 2, dtype=torch.float32).reshape(2, 6, 2)  # 2 images, 6 tokens
+    mean, mx = WindowPool(3, "mean"), WindowPool(3, "max")
+    mean.add(tokens)
+    mx.add(tokens)
+    windows = tokens.reshape(2, 3, 2, 2)  # 3 windows of 2 tokens
+    torch.testing.assert_close(mean.tokens(), windows.mean(2).mean(0))
+    torch.testing.assert_close(mx.tokens(), windows.amax(2).mean(0))
+
+
+def test_kmeans_prototypes_equal_faiss_centroids_of_independent_capture():
+    model = _model(length=3)
+    images = torch.randn(12, 3, 32, 32)
+    reservoirs = [TokenReservoir(10_000, torch.Generator().manual_seed(0)) for _ in range(3)]
+    capture(model, images.split(4), reservoirs)
+    independent = _hooked_tokens(model, images)
+    for layer in range(3):
+        ours, stats = prototypes("kmeans", reservoirs[layer], layer, length=3, iters=10, seed=7)
+        x = independent[layer].reshape(-1, 64).numpy()
+        km = faiss.Kmeans(64, 3, niter=10, seed=7 + layer, max_points_per_centroid=256, min_points_per_centroid=1)
+        km.train(np.ascontiguousarray(x))
+        assert stats["tokens"] == 12 * 64
+        np.testing.assert_allclose(ours.numpy(), km.centroids, rtol=1e-4, atol=1e-4)
+        assert stats["kmeans_objective"] == pytest.approx(km.obj[-1], rel=1e-4)
+
+
+def test_random_strategy_picks_captured_tokens():
+    model = _model(length=5)
+    reservoir = TokenReservoir(10_000, torch.Generator().manual_seed(0))
+    capture(model, [torch.randn(2, 3, 32, 32)], [reservoir])
+    picked, _ = prototypes("random", reservoir, 0, length=5, iters=1, seed=0)
+    pool = reservoir.tokens()
+    assert picked.shape == (5, 64)
+    assert all((pool == row).all(1).any() for row in picked)
+    assert len({tuple(r.tolist()) for r in picked}) == 5
+
+
+def test_too_few_tokens_is_a_clear_error():
+    reservoir = TokenReservoir(10, torch.Generator().manual_seed(0))
+    reservoir.add(torch.randn(1, 3, 8))
+    with pytest.raises(PrototypeError, match="only 3 tokens .* 5 prompts.*prompt.length"):
+        prototypes("kmeans", reservoir, 0, length=5, iters=5, seed=0)
+
+
+# ---- the callback inside a real fit ---------------------------------------------------------------------
+
+
+class _DataModule(L.LightningDataModule):
+    def __init__(self, n=16):
+        super().__init__()
+        g = torch.Generator().manual_seed(1)
+        self.x, self.y = torch.randn(n, 3, 32, 32, generator=g), torch.randint(0, 4, (n,), generator=g)
+        self.task, self.img_size, self.passes = {"name": "t"}, 32, 0
+
+    def transforms(self, train):
+        return "identity"
+
+    def prototype_dataloader(self, fraction, seed, batch_size):
+        self.passes += 1
+        return DataLoader(TensorDataset(self.x, self.y), batch_size=8)
+
+    def train_dataloader(self):
+        return DataLoader(TensorDataset(self.x, self.y), batch_size=8)
+
+
+def _fit(tmp_path, callback, model=None, ckpt_path=None, epochs=1):
+    from spt_lightning.module import PromptTuningModule
+    import functools
+
+    module = PromptTuningModule(model or _model(length=2), 4, functools.partial(torch.optim.AdamW, lr=1e-2))
+    dm = _DataModule()
+    trainer = L.Trainer(max_epochs=epochs, accelerator="cpu", logger=False, enable_progress_bar=False,
+                        callbacks=[callback], default_root_dir=tmp_path, enable_checkpointing=ckpt_path is None)
+    seen = {}
+
+    class Peek(L.Callback):
+        def on_train_start(self, trainer, pl_module):
+            seen["prompts"] = pl_module.model.prompts.embeddings.detach().clone()
+
+    trainer.callbacks.append(Peek())
+    trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
+    return module, dm, seen["prompts"], trainer
+
+
+def test_callback_writes_prototypes_in_place_and_caches(tmp_path):
+    model = _model(length=2)
+    param = model.prompts.embeddings
+    expected = []
+    for layer, tokens in enumerate(_hooked_tokens(model, _DataModule().x)):
+        km = faiss.Kmeans(64, 2, niter=5, seed=3 + layer, max_points_per_centroid=10**6, min_points_per_centroid=1)
+        km.train(np.ascontiguousarray(tokens.reshape(-1, 64).numpy()))
+        expected.append(torch.from_numpy(km.centroids))
+    cb = PrototypeInit("kmeans", kmeans_iters=5, seed=3, cache_dir=str(tmp_path / "cache"))
+    module, dm, start, _ = _fit(tmp_path, cb, model=model)
+    assert module.model.prompts.embeddings is param  # same Parameter: the optimizer trains it
+    torch.testing.assert_close(start, torch.stack(expected), rtol=1e-4, atol=1e-4)
+    assert dm.passes == 1 and cb.stats["cache"] == "miss"
+    assert [s["tokens"] for s in cb.stats["layers"]] == [16 * 64] * 3
+
+    cb2 = PrototypeInit("kmeans", kmeans_iters=5, seed=3, cache_dir=str(tmp_path / "cache"))
+    _, dm2, start2, _ = _fit(tmp_path, cb2, model=_model(length=2))
+    assert dm2.passes == 0 and cb2.stats["cache"] == "hit"
+    assert torch.equal(start2, start)
+
+    cb3 = PrototypeInit("kmeans", kmeans_iters=5, seed=4, cache_dir=str(tmp_path / "cache"))  # another key
+    _, dm3, _, _ = _fit(tmp_path, cb3, model=_model(length=2))
+    assert dm3.passes == 1
+
+
+def test_resume_does_not_reinitialise(tmp_path):
+    cb = PrototypeInit("random", seed=0)
+    module, _, _, trainer = _fit(tmp_path, cb)
+    ckpt = tmp_path / "resume.ckpt"
+    trainer.save_checkpoint(ckpt)
+    trained = module.model.prompts.embeddings.detach().clone()
+    cb2 = PrototypeInit("random", seed=0)
+    _, dm, start, _ = _fit(tmp_path, cb2, ckpt_path=ckpt, epochs=2)
+    assert dm.passes == 0
+    torch.testing.assert_close(start, trained)
+
+
+def test_xavier_needs_no_data(tmp_path):
+    model = _model(length=2)
+    before = model.prompts.embeddings.detach().clone()
+    _, dm, start, _ = _fit(tmp_path, PrototypeInit("xavier"), model=model)
+    assert dm.passes == 0 and torch.equal(start, before)
+
+
+def test_unknown_strategy_and_bad_fraction():
+    with pytest.raises(PrototypeError, match="kmeans, random"):
+        PrototypeInit("kmeens")
+    with pytest.raises(ValueError, match="data_fraction"):
+        PrototypeInit("kmeans", data_fraction=0)
+
+
+@pytest.mark.slow
+def test_ddp_ranks_start_with_identical_prototypes(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).with_name("ddp_prototypes_script.py")
+    for name, devices in (("ddp", 2), ("single", 1)):
+        out = tmp_path / name
+        out.mkdir()
+        done = subprocess.run([sys.executable, str(script), str(out), str(devices)], capture_output=True, text=True,
+                              timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+    rank0, rank1 = (torch.load(tmp_path / "ddp" / f"rank{r}.pt") for r in (0, 1))
+    assert torch.equal(rank0, rank1)
+    torch.testing.assert_close(rank0, torch.load(tmp_path / "single" / "rank0.pt"))  # same as one process
