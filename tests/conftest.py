@@ -21,10 +21,11 @@ def tiny_vit(num_classes: int = 5, **overrides) -> torch.nn.Module:
     return timm.create_model("vit_tiny_patch16_224", num_classes=num_classes, **{**TINY, **overrides})
 
 
-def compose_cfg(tmp_path, overrides: list[str] = ()) -> DictConfig:
-    """The real configs, composed as the CLI would, writing into ``tmp_path``."""
+def compose_cfg(tmp_path, overrides: list[str] = (), fast: bool = True) -> DictConfig:
+    """The real configs, composed as the CLI would (``debug=fast`` unless ``fast=False``), writing into ``tmp_path``."""
+    base = ["task=demo/synthetic", "debug=fast"] if fast else ["task=demo/synthetic"]
     with initialize_config_module(version_base="1.3", config_module="spt_lightning.conf"):
-        cfg = compose("train", overrides=["task=demo/synthetic", "debug=fast", *overrides], return_hydra_config=False)
+        cfg = compose("train", overrides=[*base, *overrides], return_hydra_config=False)
     with open_dict(cfg):
         cfg.paths.output_dir = str(tmp_path)
         cfg.init.cache_dir = str(tmp_path / "prototypes")

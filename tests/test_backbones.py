@@ -57,3 +57,89 @@ def test_missing_and_corrupt_checkpoint_files(tmp_path):
 def test_non_vit_arch_is_refused():
     with pytest.raises(BackboneError, match="VisionTransformer"):
         build_vit("resnet18", num_classes=3, img_size=32)
+
+
+# ---- pretraining releases in their own formats ------------------------------------------------------------
+
+
+def _source_and_input():
+    torch.manual_seed(0)
+    return tiny_vit(num_classes=0).eval(), torch.randn(2, 3, 32, 32)
+
+
+def test_mae_release_layout(tmp_path):
+    source, x = _source_and_input()
+    sd = {k: v for k, v in source.state_dict().items()}
+    sd |= {"mask_token": torch.zeros(1, 1, 64), "decoder_embed.weight": torch.zeros(32, 64),
+           "decoder_pos_embed": torch.zeros(1, 65, 32)}
+    path = _save(tmp_path, {"model": sd, "args": __import__("argparse").Namespace(lr=1e-3), "epoch": 799})
+    model = build_vit(ARCH, num_classes=3, img_size=32, source="file", file=str(path), format="mae", **KW).eval()
+    torch.testing.assert_close(model.forward_features(x), source.forward_features(x))
+
+
+def test_mae_with_average_pooling_moves_the_final_norm_to_fc_norm(tmp_path):
+    source, x = _source_and_input()
+    with torch.no_grad():
+        source.norm.weight.uniform_(0.5, 1.5)
+    path = _save(tmp_path, {"model": source.state_dict()})
+    model = build_vit(ARCH, num_classes=3, img_size=32, source="file", file=str(path), format="mae",
+                      global_pool="avg", **KW).eval()
+    torch.testing.assert_close(model.fc_norm.weight, source.norm.weight)
+    pooled = source.norm(source.blocks(source.norm_pre(source._pos_embed(source.patch_embed(x))))[:, 1:].mean(1))
+    torch.testing.assert_close(model.forward_head(model.forward_features(x), pre_logits=True), pooled)
+
+
+def test_mocov3_takes_the_base_encoder(tmp_path):
+    source, x = _source_and_input()
+    other = tiny_vit(num_classes=0)
+    sd = {f"module.base_encoder.{k}": v for k, v in source.state_dict().items()}
+    sd |= {f"module.momentum_encoder.{k}": v for k, v in other.state_dict().items()}
+    sd |= {"module.base_encoder.head.0.weight": torch.zeros(128, 64), "module.predictor.0.weight": torch.zeros(8, 8)}
+    path = _save(tmp_path, {"epoch": 300, "arch": "vit_base", "state_dict": sd, "optimizer": {"state": {}}})
+    model = build_vit(ARCH, num_classes=3, img_size=32, source="file", file=str(path), format="mocov3", **KW).eval()
+    torch.testing.assert_close(model.forward_features(x), source.forward_features(x))
+
+
+def test_mocov3_linear_probe_checkpoint_is_refused_with_the_right_file_named(tmp_path):
+    source, _ = _source_and_input()
+    sd = {f"module.{k}": v for k, v in source.state_dict().items()}
+    sd |= {"module.head.weight": torch.zeros(1000, 64), "module.head.bias": torch.zeros(1000)}
+    path = _save(tmp_path, {"epoch": 90, "arch": "vit_base", "state_dict": sd}, name="linear-vit-b-300ep.pth.tar")
+    with pytest.raises(BackboneError, match=r"linear-vit-b-300ep.pth.tar.*linear-probe.*vit-b-300ep.pth.tar"):
+        build_vit(ARCH, num_classes=3, img_size=32, source="file", file=str(path), format="mocov3", **KW)
+
+
+def test_ddp_prefixed_timm_checkpoint(tmp_path):
+    source, x = _source_and_input()
+    path = _save(tmp_path, {"state_dict": {f"module.{k}": v for k, v in source.state_dict().items()}})
+    model = build_vit(ARCH, num_classes=3, img_size=32, source="file", file=str(path), **KW).eval()
+    torch.testing.assert_close(model.forward_features(x), source.forward_features(x))
+
+
+def test_file_source_without_file_names_what_is_needed():
+    with pytest.raises(BackboneError, match="pretrain.file is not set.*vit-b-300ep"):
+        build_vit(ARCH, num_classes=3, img_size=32, source="file", hint="vit-b-300ep.pth.tar", **KW)
+
+
+def test_hub_unreachable_names_the_tag_and_the_local_file_option(monkeypatch):
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # as HF_HUB_OFFLINE=1: no waiting
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", "/nonexistent-spt-test-cache")
+    with pytest.raises(BackboneError, match=r"vit_small_patch16_224.dino.*pretrain.file="):
+        build_vit("vit_small_patch16_224", num_classes=3, img_size=32, source="timm", tag="dino")
+
+
+def test_tag_that_the_arch_lacks():
+    with pytest.raises(BackboneError, match="timm has no weights 'vit_small_patch14_dinov2.mae'"):
+        build_vit("vit_small_patch14_dinov2", num_classes=3, img_size=112, source="timm", tag="mae")
+
+
+def test_local_file_wins_over_the_hub_and_keeps_the_tag_config(tmp_path):
+    torch.manual_seed(0)
+    source = tiny_vit(num_classes=0)
+    path = _save(tmp_path, source.state_dict())
+    model = build_vit("vit_tiny_patch16_224", num_classes=3, img_size=32, source="timm", tag="augreg_in21k",
+                      file=str(path), **KW)
+    assert model.pretrained_cfg["tag"] == "augreg_in21k"
+    torch.testing.assert_close(model.blocks[0].attn.qkv.weight, source.blocks[0].attn.qkv.weight)

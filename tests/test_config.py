@@ -85,3 +85,25 @@ def test_nonpositive_prompt_length_is_refused(cfg_factory, length):
 def test_negative_learning_rate_is_refused(cfg_factory):
     with pytest.raises(ConfigError, match="optim.optimizer.lr"):
         check_config(cfg_factory("optim.optimizer.lr=-0.1"))
+
+
+@pytest.mark.parametrize("pretrain,arch,fmt", [("sup_in21k", "vit_base_patch16_224", "timm"),
+                                                ("mae", "vit_base_patch16_224", "mae"),
+                                                ("mocov3", "vit_base_patch16_224", "mocov3"),
+                                                ("dinov2", "vit_base_patch14_dinov2", "timm")])
+def test_pretrain_brings_its_backbone_and_format(tmp_path, pretrain, arch, fmt):
+    from conftest import compose_cfg
+
+    cfg = compose_cfg(tmp_path, [f"pretrain={pretrain}"], fast=False)  # no tiny debug backbone
+    assert (cfg.backbone.arch, cfg.pretrain.format) == (arch, fmt)
+    cfg = compose_cfg(tmp_path, [f"pretrain={pretrain}", "backbone=vit_large_patch16"], fast=False)
+    assert cfg.backbone.arch == "vit_large_patch16_224"  # the command line wins
+
+
+def test_mocov3_without_file_says_which_file(tmp_path):
+    from conftest import compose_cfg
+    from spt_lightning.backbones import BackboneError
+
+    cfg = compose_cfg(tmp_path, ["pretrain=mocov3", "backbone=vit_tiny_test"], fast=False)
+    with pytest.raises(BackboneError, match="vit-b-300ep.pth.tar"):
+        build_model(cfg)

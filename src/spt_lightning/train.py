@@ -38,8 +38,10 @@ def build_model(cfg: DictConfig) -> PromptedViT:
         source=cfg.pretrain.source,
         tag=cfg.pretrain.get("tag"),
         file=cfg.pretrain.get("file"),
+        format=cfg.pretrain.get("format", "timm"),
         global_pool=cfg.pretrain.get("global_pool"),
         strict=cfg.pretrain.get("strict", True),
+        hint=cfg.pretrain.get("hint"),
         **_plain(cfg.backbone.get("kwargs")),
     )
     length = cfg.prompt.length if cfg.method.prompted else 0

@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 from pathlib import Path
 from typing import Any
 
 import timm
 import torch
-from timm.layers import resample_abs_pos_embed
 from timm.models.vision_transformer import VisionTransformer
+
+from .checkpoints import BackboneError, adapt_state_dict, extract_state_dict
 
 log = logging.getLogger(__name__)
 
-
-class BackboneError(RuntimeError):
-    """A backbone or its checkpoint cannot be built or loaded as asked."""
+SOURCES = ("none", "timm", "file", "bundled")
 
 
 def build_vit(
@@ -25,8 +25,10 @@ def build_vit(
     source: str = "none",
     tag: str | None = None,
     file: str | None = None,
+    format: str = "timm",
     global_pool: str | None = None,
     strict: bool = True,
+    hint: str | None = None,
     **kwargs: Any,
 ) -> VisionTransformer:
     """Create ``arch`` with a fresh ``num_classes`` head and load its pretrained weights.
@@ -35,90 +37,81 @@ def build_vit(
         arch: timm model name, e.g. ``vit_base_patch16_224`` or ``vit_small_patch14_dinov2``.
         num_classes: Classes of the task (the head is always new).
         img_size: Input resolution; position embeddings are resampled to its grid.
-        source: ``none`` (random init), ``file`` (a local state dict), ``bundled`` (the offline
-            DINOv2 ViT-S/14 of the demo), or ``timm`` (``arch.tag`` from the hub).
-        tag: timm pretrained tag for ``source=timm``.
-        file: Checkpoint path for ``source=file``.
+        source: ``none`` (random init), ``timm`` (``arch.tag`` from the hub), ``file`` (a local
+            checkpoint), or ``bundled`` (the offline DINOv2 ViT-S/14 of the demo).
+        tag: timm pretrained tag; also selects timm's pretrained config (mean/std) for a local file.
+        file: A local checkpoint; it always wins over the hub (an offline copy of the tag's weights).
+        format: Checkpoint layout of ``file``: ``timm``, ``mae`` or ``mocov3``.
         global_pool: ``token`` or ``avg``; ``None`` keeps the architecture's default.
         strict: Fail on unexpected or missing backbone keys.
+        hint: What the file should be, for the error when ``file`` is needed but missing.
         **kwargs: Further timm constructor arguments (depth, embed_dim, patch_size, ...).
     """
-    if global_pool is not None:
-        kwargs["global_pool"] = global_pool
+    if source not in SOURCES:
+        raise BackboneError(f"unknown pretrain.source '{source}'; choose one of {', '.join(SOURCES)}")
     if not timm.is_model(arch):
         raise BackboneError(f"unknown timm model backbone.arch={arch}; see timm.list_models('vit_*')")
-    pretrained = source == "timm"
-    name = f"{arch}.{tag}" if pretrained and tag else arch
+    name = f"{arch}.{tag}" if tag else arch
+    if tag and name not in timm.list_pretrained(f"{arch}.*"):
+        tags = [n.split(".", 1)[1] for n in timm.list_pretrained(f"{arch}.*")]
+        raise BackboneError(f"timm has no weights '{name}'. Tags of {arch}: {tags or 'none'}; "
+                            f"choose a backbone= that has tag '{tag}'")
+    if global_pool is not None:
+        kwargs["global_pool"] = global_pool
+    hub = source == "timm" and not file
     try:
-        model = timm.create_model(name, pretrained=pretrained, num_classes=num_classes, img_size=img_size, **kwargs)
+        model = timm.create_model(name, pretrained=hub, num_classes=num_classes, img_size=img_size, **kwargs)
     except TypeError as err:  # a non-ViT constructor refusing ViT arguments such as img_size
         raise BackboneError(f"backbone.arch={arch} is not a timm VisionTransformer ({err})") from err
-    except RuntimeError as err:
-        if pretrained:
-            raise BackboneError(
-                f"Could not load timm weights '{name}' ({err}). Without access to the Hugging Face hub, "
-                f"download them elsewhere and pass pretrain.source=file pretrain.file=/path/to/weights.pth"
-            ) from err
-        raise
+    except Exception as err:
+        if not hub:
+            raise
+        raise BackboneError(
+            f"could not fetch the timm weights '{name}' from the Hugging Face hub ({type(err).__name__}: {err}).\n"
+            f"Offline: on a machine with access, run timm.create_model('{name}', pretrained=True) (or download "
+            f"the hub repo timm/{name}), copy the weights file here, and pass pretrain.file=/path/to/it."
+        ) from err
     if not isinstance(model, VisionTransformer):
         raise BackboneError(f"backbone.arch={arch} is a {type(model).__name__}; a timm VisionTransformer is needed")
+    if hub:
+        log.info("Loaded %s from the timm hub: %s parameters", name, f"{sum(p.numel() for p in model.parameters()):,}")
 
     if source == "bundled":
         from ..assets import bundled_backbone
 
-        file, source = str(bundled_backbone()), "file"
-    if source == "file":
-        if not file:
-            raise BackboneError("pretrain.source=file needs pretrain.file=/path/to/checkpoint")
-        load_pretrained(model, file, strict=strict)
-    elif source not in ("none", "timm"):
-        raise BackboneError(f"unknown pretrain.source '{source}': use none, file, bundled or timm")
+        file = str(bundled_backbone())
+    if file:
+        load_pretrained(model, file, format=format, strict=strict)
+    elif source == "file":
+        raise BackboneError(f"pretrain.file is not set: these weights come from a local file"
+                            f"{f' ({hint})' if hint else ''}. Pass pretrain.file=/path/to/checkpoint")
     return model
 
 
-def _unwrap(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:
-    for key in ("state_dict", "model"):
-        if key in checkpoint and isinstance(checkpoint[key], dict):
-            return _unwrap(checkpoint[key])
-    return checkpoint
-
-
-def adapt_state_dict(state_dict: dict[str, torch.Tensor], model: VisionTransformer) -> dict[str, torch.Tensor]:
-    """Drop the pretraining head and resample position embeddings to the model's grid."""
-    head = {f"head.{n}" for n, _ in model.head.named_parameters()}
-    out = {k: v for k, v in state_dict.items() if k not in head}
-    pos = out.get("pos_embed")
-    if pos is not None and model.pos_embed is not None and pos.shape != model.pos_embed.shape:
-        # NOTE: bicubic without antialias, as DINOv2 and the original ViT code interpolate; with it,
-        # features of the bundled DINOv2 at 224 px drift by 0.37 from the reference, without 1e-5.
-        prefix = 0 if model.no_embed_class else model.num_prefix_tokens
-        out["pos_embed"] = resample_abs_pos_embed(
-            pos, new_size=model.patch_embed.grid_size, num_prefix_tokens=prefix,
-            interpolation="bicubic", antialias=False, verbose=False,
-        )
-    return out
-
-
-def load_pretrained(model: VisionTransformer, file: str | Path, strict: bool = True) -> None:
-    """Load a timm-format checkpoint into ``model``; one log line with what was loaded and what was not."""
-    path = Path(file)
+def load_pretrained(model: VisionTransformer, file: str | Path, format: str = "timm", strict: bool = True) -> None:
+    """Load a checkpoint file into ``model``; one log line with what was loaded and what was not."""
+    path = Path(file).expanduser()
     if not path.is_file():
         raise BackboneError(f"checkpoint not found: {path} (set pretrain.file to an existing file)")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        # Training checkpoints (MAE, MoCo) carry their argparse options beside the weights.
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # pickle errors, truncated files, not a torch file at all
         raise BackboneError(f"{path} is not a readable PyTorch checkpoint: {err}") from err
-    state_dict = adapt_state_dict(_unwrap(checkpoint), model)
+    if not isinstance(checkpoint, dict):
+        raise BackboneError(f"{path} holds a {type(checkpoint).__name__}, not a state dict")
+    state_dict = adapt_state_dict(extract_state_dict(checkpoint, path, format), model)
     result = model.load_state_dict(state_dict, strict=False)
     head = {f"head.{n}" for n, _ in model.head.named_parameters()}
     missing = [k for k in result.missing_keys if k not in head]
     loaded = sum(v.numel() for k, v in state_dict.items() if k not in result.unexpected_keys)
     log.info(
-        "Loaded %s: %s parameters; missing %s; unexpected %s",
-        path, f"{loaded:,}", missing or "none", result.unexpected_keys or "none",
+        "Loaded %s (%s format): %s parameters; missing %s; unexpected %s",
+        path, format, f"{loaded:,}", missing or "none", result.unexpected_keys or "none",
     )
     if strict and (missing or result.unexpected_keys):
         raise BackboneError(
             f"{path} does not fit {type(model).__name__} (missing {missing[:5]}, unexpected "
-            f"{result.unexpected_keys[:5]}). Check backbone.arch, or set pretrain.strict=false to accept this."
+            f"{result.unexpected_keys[:5]}). Check backbone.arch and pretrain.format, or set pretrain.strict=false."
         )

@@ -1,0 +1,77 @@
+"""Checkpoint formats → timm state dicts: what a pretraining release saves, and what a timm ViT expects.
+
+Formats (``pretrain.format``):
+  ``timm``    a timm state dict, possibly wrapped (``state_dict``/``model``) or DDP-prefixed (``module.``);
+  ``mae``     MAE's ``{"model": ...}`` (``mae_pretrain_vit_base.pth``): decoder and mask token dropped;
+  ``mocov3``  MoCo v3's self-supervised ``vit-b-300ep.pth.tar``: ``module.base_encoder.*`` taken, the
+              momentum encoder, predictor and projection head dropped.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from timm.layers import resample_abs_pos_embed
+from timm.models.vision_transformer import VisionTransformer
+
+FORMATS = ("timm", "mae", "mocov3")
+MOCO_PREFIX = "module.base_encoder."
+# Parts of pretraining models that a frozen backbone never uses.
+_PRETRAINING_ONLY = ("head.", "decoder", "mask_token", "momentum_encoder.", "predictor.")
+
+
+class BackboneError(RuntimeError):
+    """A backbone or its checkpoint cannot be built or loaded as asked; the message says how to fix it."""
+
+
+def _unwrap(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:
+    for key in ("state_dict", "model"):
+        if isinstance(checkpoint.get(key), dict):
+            return _unwrap(checkpoint[key])
+    return checkpoint
+
+
+def _strip(state_dict: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+
+
+def extract_state_dict(checkpoint: dict[str, Any], path: Path, fmt: str = "timm") -> dict[str, torch.Tensor]:
+    """The backbone's tensors of a checkpoint file in format ``fmt``, with timm names."""
+    if fmt not in FORMATS:
+        raise BackboneError(f"unknown pretrain.format '{fmt}'; choose one of {', '.join(FORMATS)}")
+    state_dict = _unwrap(checkpoint)
+    if fmt == "mocov3":
+        if not any(k.startswith(MOCO_PREFIX) for k in state_dict):
+            probe = "module.head.weight" in state_dict or "head.weight" in state_dict
+            raise BackboneError(
+                f"{path} is not a MoCo v3 self-supervised checkpoint: it has no '{MOCO_PREFIX}*' keys"
+                + (" but a classification head, as the linear-probe checkpoint (linear-vit-b-300ep.pth.tar) has"
+                   if probe else "")
+                + ". Prompt tuning starts from the self-supervised checkpoint, vit-b-300ep.pth.tar; "
+                  "set pretrain.file to it."
+            )
+        state_dict = _strip(state_dict, MOCO_PREFIX)
+    elif state_dict and all(k.startswith("module.") for k in state_dict):
+        state_dict = _strip(state_dict, "module.")  # saved from a DDP-wrapped model
+    return {k: v for k, v in state_dict.items() if not k.startswith(_PRETRAINING_ONLY)}
+
+
+def adapt_state_dict(state_dict: dict[str, torch.Tensor], model: VisionTransformer) -> dict[str, torch.Tensor]:
+    """Fit a backbone state dict to ``model``: position grid, and the final norm under average pooling."""
+    out = dict(state_dict)
+    pos = out.get("pos_embed")
+    if pos is not None and model.pos_embed is not None and pos.shape != model.pos_embed.shape:
+        # NOTE: bicubic without antialias, as DINOv2 and the original ViT code interpolate; with it,
+        # features of the bundled DINOv2 at 224 px drift by 0.37 from the reference, without 1e-5.
+        prefix = 0 if model.no_embed_class else model.num_prefix_tokens
+        out["pos_embed"] = resample_abs_pos_embed(
+            pos, new_size=model.patch_embed.grid_size, num_prefix_tokens=prefix,
+            interpolation="bicubic", antialias=False, verbose=False,
+        )
+    if isinstance(model.norm, torch.nn.Identity) and "norm.weight" in out and "fc_norm.weight" not in out:
+        # Average pooling (timm: fc_norm after the pool, no norm before it): the pretrained final
+        # norm is the LayerNorm right before the head in both layouts, so it moves over.
+        out["fc_norm.weight"], out["fc_norm.bias"] = out.pop("norm.weight"), out.pop("norm.bias")
+    return out
