@@ -78,3 +78,19 @@ def test_bad_prompt_length_fails_before_work(tmp_path):
     done = run_cli([*FAST, "prompt.length=0"], tmp_path, check=False)
     assert done.returncode != 0 and "prompt.length=0" in done.stderr
     assert not list((tmp_path / "logs").rglob("*.ckpt"))
+
+
+def test_folder_task_counts_classes_and_final_protocol_tests_last_epoch(tmp_path):
+    from PIL import Image
+
+    data = tmp_path / "my_images"
+    for split in ("train", "val", "test"):
+        for i, cls in enumerate(("a", "b", "c")):
+            (data / split / cls).mkdir(parents=True)
+            for j in range(2):
+                Image.new("RGB", (40, 40), (80 * i, 10 * j, 0)).save(data / split / cls / f"{j}.png")
+    run_cli(["task=folder", f"task.data_dir={data}", "debug=fast", "data.protocol=final"], tmp_path)
+    (results,) = _results(tmp_path)
+    assert results["config"]["task"]["num_classes"] == 3 and results["protocol"] == "final"
+    assert results["selection"]["val_acc1"] is None and results["selection"]["epoch"] == 2
+    assert "acc1" in results["test"]

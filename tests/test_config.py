@@ -23,8 +23,10 @@ def test_every_option_composes(cfg_factory, group, option):
     overrides = [f"{group}={option}"]
     if group == "pretrain" and option == "file":
         overrides.append("pretrain.file=/some/weights.pth")
+    if group == "task" and option == "folder":
+        overrides.append("task.data_dir=/some/folder")  # num_classes: counted from the folder at run time
     cfg = cfg_factory(*overrides)
-    assert cfg.task.num_classes > 0 and cfg.backbone.arch and cfg.method.name
+    assert (cfg.task.num_classes is None or cfg.task.num_classes > 0) and cfg.backbone.arch and cfg.method.name
     check_config(cfg)
 
 
@@ -107,3 +109,23 @@ def test_mocov3_without_file_says_which_file(tmp_path):
     cfg = compose_cfg(tmp_path, ["pretrain=mocov3", "backbone=vit_tiny_test"], fast=False)
     with pytest.raises(BackboneError, match="vit-b-300ep.pth.tar"):
         build_model(cfg)
+
+
+VTAB_GROUPS = {"natural": 7, "specialized": 4, "structured": 8}
+
+
+def test_task_catalogue_has_24_benchmark_tasks_with_their_classes(cfg_factory):
+    tasks = {o: cfg_factory(f"task={o}").task for o in _options("task") if o.startswith(("fgvc/", "vtab/"))}
+    assert len(tasks) == 24
+    assert sum(t.group == "fgvc" for t in tasks.values()) == 5
+    for group, count in VTAB_GROUPS.items():
+        assert sum(t.group == f"vtab_{group}" for t in tasks.values()) == count
+    classes = {name: t.num_classes for name, t in tasks.items()}
+    assert classes["fgvc/cub"] == 200 and classes["fgvc/nabirds"] == 555 and classes["fgvc/cars"] == 196
+    assert classes["vtab/sun397"] == 397 and classes["vtab/smallnorb_ele"] == 9 and classes["vtab/retinopathy"] == 5
+
+
+def test_data_dir_follows_paths_and_env(cfg_factory, monkeypatch):
+    assert cfg_factory("task=vtab/dtd", "paths.data_dir=/d").task.data_dir == "/d/vtab-1k/dtd"
+    monkeypatch.setenv("SPT_DATA_DIR", "/from/env")
+    assert cfg_factory("task=fgvc/dogs").task.data_dir == "/from/env/Stanford-dogs"

@@ -56,3 +56,51 @@ def test_fgvc_json_splits_round_trip(tmp_path):
     (root / "images" / "a" / "2.jpg").write_bytes(b"broken")
     with pytest.raises(DataError, match="cannot read image .*2.jpg"):
         next(iter(dm.test_dataloader()))
+
+
+def _dm_with(protocol="select", fraction=1.0, seed=0, task=TASK):
+    dm = TaskDataModule(task, img_size=32, mean=[0.5] * 3, std=[0.5] * 3, batch_size=8, num_workers=0,
+                        protocol=protocol, fraction=fraction, seed=seed)
+    dm.setup("fit")
+    return dm
+
+
+def test_protocols_choose_the_training_and_evaluation_splits():
+    select, tune, final = (_dm_with(p) for p in ("select", "tune", "final"))
+    assert len(select.train_dataloader().dataset) == 40 and len(select.val_dataloader().dataset) == 10
+    assert select.has_test and not tune.has_test and tune.has_val
+    assert len(final.train_dataloader().dataset) == 50 and final.val_dataloader() == [] and final.has_test
+    labels = lambda ds: sorted(int(ds[i][1]) for i in range(len(ds)))  # noqa: E731
+    assert labels(final.train_dataloader().dataset) == sorted(
+        labels(select.train_dataloader().dataset) + labels(select.val_dataloader().dataset))
+
+
+def test_data_fraction_is_seeded_and_shared_with_the_prototype_pass():
+    a, b, c = _dm_with(fraction=0.25, seed=1), _dm_with(fraction=0.25, seed=1), _dm_with(fraction=0.25, seed=2)
+    assert len(a.train_dataloader().dataset) == 10
+    assert a.train_dataloader().dataset.indices == b.train_dataloader().dataset.indices
+    assert a.train_dataloader().dataset.indices != c.train_dataloader().dataset.indices
+    assert len(a.prototype_dataloader().dataset) == 10  # prototypes come from the data actually trained on
+    with pytest.raises(ValueError, match="data.fraction"):
+        _dm_with(fraction=0.0)
+    with pytest.raises(ValueError, match="data.protocol"):
+        _dm_with(protocol="test")
+
+
+def test_image_folder_task(tmp_path):
+    from PIL import Image
+
+    from spt_lightning.data.tasks import infer_num_classes
+
+    for split in ("train", "val", "test"):
+        for cls in ("cat", "dog", "owl"):
+            (tmp_path / split / cls).mkdir(parents=True)
+            Image.new("RGB", (36, 36), (10, 20, 30)).save(tmp_path / split / cls / "a.png")
+    task = {"name": "folder", "kind": "folder", "num_classes": None, "data_dir": str(tmp_path), "transform": "crop"}
+    assert infer_num_classes(task) == 3
+    dm = _dm_with(task=task)
+    x, y = next(iter(dm.test_dataloader()))
+    assert x.shape == (3, 3, 32, 32) and sorted(y.tolist()) == [0, 1, 2]
+    __import__("shutil").rmtree(tmp_path / "val")
+    with pytest.raises(DataError, match="lacks val/"):
+        _dm_with(task=task)

@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from .backbones import build_vit
 from .config import check_config
 from .data import TaskDataModule
+from .data.tasks import infer_num_classes
 from .models import PromptedViT
 from .module import PromptTuningModule
 from .prototypes import PrototypeInit
@@ -61,6 +62,9 @@ def build_datamodule(cfg: DictConfig, model: PromptedViT) -> TaskDataModule:
         batch_size=cfg.data.batch_size,
         num_workers=cfg.data.num_workers,
         pin_memory=cfg.data.pin_memory,
+        protocol=cfg.data.get("protocol", "select"),
+        fraction=cfg.data.get("fraction", 1.0),
+        seed=cfg.get("seed") or 0,
     )
 
 
@@ -77,6 +81,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
 
+    if cfg.task.num_classes is None:  # task=folder: count the class folders
+        cfg.task.num_classes = infer_num_classes(OmegaConf.to_container(cfg.task, resolve=True))
     model = build_model(cfg)
     datamodule = build_datamodule(cfg, model)
     module = PromptTuningModule(
@@ -88,7 +94,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         finetune_backbone=cfg.method.finetune_backbone,
     )
     loggers = _instantiate_all(cfg.get("logger"))
-    trainer = L.Trainer(**cfg.trainer, callbacks=_instantiate_all(cfg.get("callbacks")), logger=loggers or False)
+    trainer_kwargs = dict(cfg.trainer)
+    if not datamodule.has_val:  # protocol=final: no validation split; the last epoch is tested
+        trainer_kwargs.update(limit_val_batches=0, num_sanity_val_steps=0)
+    trainer = L.Trainer(**trainer_kwargs, callbacks=_instantiate_all(cfg.get("callbacks")), logger=loggers or False)
     failed = True
     try:
         for logger in loggers:
@@ -98,7 +107,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         fit_time = time.perf_counter() - fit_started
         selection = _selected_epoch(trainer)
         test_started = time.perf_counter()
-        test_metrics = trainer.test(module, datamodule=datamodule, ckpt_path=selection.pop("path"), verbose=False)
+        best = selection.pop("path")
+        test_metrics = trainer.test(module, datamodule=datamodule, ckpt_path=best, verbose=False) if datamodule.has_test else []
         test_time = time.perf_counter() - test_started
         failed = False
     finally:
@@ -106,6 +116,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     results = {
         "task": cfg.task.name,
+        "protocol": datamodule.protocol,
         "method": cfg.method.name,
         "prompt_length": module.model.prompt_length,
         "prompt_deep": bool(cfg.prompt.deep),

@@ -8,14 +8,21 @@ from typing import Any
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
 
 from .tasks import build_datasets
 from .transforms import build_transforms
 
 
+PROTOCOLS = ("select", "tune", "final")
+
+
 class TaskDataModule(L.LightningDataModule):
-    """Train / val / test loaders for one task of the catalogue.
+    """Train / val / test loaders for one task of the catalogue, under an evaluation protocol.
+
+    Protocols (see PROTOCOL.md of the benchmarks): ``select`` trains on train, chooses the epoch on
+    val and tests once; ``tune`` trains on train and validates on val, no test (hyperparameter search);
+    ``final`` trains on train + val (VTAB: train800val200) and tests the last epoch.
 
     Args:
         task: The task config (name, kind, num_classes, data location, transform recipe, ...).
@@ -25,6 +32,9 @@ class TaskDataModule(L.LightningDataModule):
         batch_size: Per-device batch size.
         num_workers: Loader worker processes (0 loads in the main process).
         pin_memory: Pin host memory for faster copies to the GPU.
+        protocol: ``select``, ``tune`` or ``final``.
+        fraction: Seeded part of the training set used (the paper's "amount of target data" study).
+        seed: Seed of that part.
     """
 
     def __init__(
@@ -36,30 +46,49 @@ class TaskDataModule(L.LightningDataModule):
         batch_size: int = 32,
         num_workers: int = 2,
         pin_memory: bool = True,
+        protocol: str = "select",
+        fraction: float = 1.0,
+        seed: int = 0,
     ):
         super().__init__()
+        if protocol not in PROTOCOLS:
+            raise ValueError(f"data.protocol={protocol} is unknown; choose one of {', '.join(PROTOCOLS)}")
+        if not 0.0 < fraction <= 1.0:
+            raise ValueError(f"data.fraction={fraction} must lie in (0, 1]")
         self.task = dict(task)
         self.img_size, self.mean, self.std = img_size, tuple(mean), tuple(std)
         self.batch_size, self.num_workers, self.pin_memory = batch_size, num_workers, pin_memory
-        self.datasets: dict[str, Dataset] = {}
+        self.protocol, self.fraction, self.seed = protocol, fraction, seed
+        self.splits: dict[str, Dataset] = {}
+
+    @property
+    def has_val(self) -> bool:
+        return self.protocol != "final"
+
+    @property
+    def has_test(self) -> bool:
+        return self.protocol != "tune"
 
     def transforms(self, train: bool):
         return build_transforms(self.task.get("transform", "resize"), self.img_size, self.mean, self.std, train)
 
     def setup(self, stage: str | None = None) -> None:
-        if not self.datasets:
-            train, evaluate = self.transforms(train=True), self.transforms(train=False)
-            self.datasets = build_datasets(self.task, {"train": train, "val": evaluate, "test": evaluate})
+        if not self.splits:
+            evaluate = self.transforms(train=False)
+            self.splits = build_datasets(self.task, {"train": self.transforms(train=True), "val": evaluate, "test": evaluate})
+
+    def training_set(self, transform) -> Dataset:
+        """The images the model trains on under the protocol and fraction, with ``transform``."""
+        self.setup("fit")
+        parts = [_with_transform(self.splits["train"], transform)]
+        if self.protocol == "final":
+            parts.append(_with_transform(self.splits["val"], transform))
+        dataset = parts[0] if len(parts) == 1 else ConcatDataset(parts)
+        return _seeded_subset(dataset, self.fraction, self.seed)
 
     def prototype_dataloader(self, fraction: float = 1.0, seed: int = 0, batch_size: int | None = None) -> DataLoader:
-        """The training split with **eval** transforms, in a fixed order (a seeded ``fraction`` of it)."""
-        self.setup("fit")
-        dataset = copy.copy(self.datasets["train"])
-        dataset.transform = self.transforms(train=False)
-        if fraction < 1.0:
-            count = max(1, round(fraction * len(dataset)))
-            keep = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:count]
-            dataset = Subset(dataset, keep.sort().values.tolist())
+        """The training set with **eval** transforms, in a fixed order (a seeded ``fraction`` of it)."""
+        dataset = _seeded_subset(self.training_set(self.transforms(train=False)), fraction, seed)
         return self._loader(dataset, shuffle=False, batch_size=batch_size, persistent=False)
 
     def _loader(self, dataset: Dataset, shuffle: bool, batch_size: int | None = None, persistent: bool = True) -> DataLoader:
@@ -74,10 +103,24 @@ class TaskDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.datasets["train"], shuffle=True)
+        return self._loader(self.training_set(self.transforms(train=True)), shuffle=True)
 
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.datasets["val"], shuffle=False)
+    def val_dataloader(self) -> DataLoader | list:
+        return self._loader(self.splits["val"], shuffle=False) if self.has_val else []
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self.datasets["test"], shuffle=False)
+        return self._loader(self.splits["test"], shuffle=False)
+
+
+def _with_transform(dataset: Dataset, transform) -> Dataset:
+    view = copy.copy(dataset)  # shares the file list / arrays; only the transform differs
+    view.transform = transform
+    return view
+
+
+def _seeded_subset(dataset: Dataset, fraction: float, seed: int) -> Dataset:
+    if fraction >= 1.0:
+        return dataset
+    count = max(1, round(fraction * len(dataset)))
+    keep = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:count]
+    return Subset(dataset, keep.sort().values.tolist())

@@ -77,7 +77,32 @@ def require_data_dir(task: dict[str, Any]) -> Path:
     return root
 
 
+def _image_folders(task, transforms) -> dict[str, Dataset]:
+    from torchvision.datasets import ImageFolder
+
+    root = require_data_dir(task)
+    missing = [s for s in SPLITS if not (root / s).is_dir()]
+    if missing:
+        raise DataError(f"{root} lacks {', '.join(f'{s}/' for s in missing)}: task=folder expects train/, val/ "
+                        f"and test/ under task.data_dir, each with one sub-folder per class")
+    out = {s: ImageFolder(str(root / s), transform=transforms[s]) for s in SPLITS}
+    for s in ("val", "test"):
+        if out[s].classes != out["train"].classes:
+            raise DataError(f"{root / s} has classes {out[s].classes[:5]}..., train/ has {out['train'].classes[:5]}...: "
+                            f"every split needs the same class folders")
+    return out
+
+
+def infer_num_classes(task: dict[str, Any]) -> int:
+    """Classes of a ``folder`` task: the sub-folders of ``train/``."""
+    train = require_data_dir(task) / "train"
+    if not train.is_dir():
+        raise DataError(f"{train} not found: task=folder expects train/, val/ and test/ under task.data_dir")
+    return sum(1 for p in train.iterdir() if p.is_dir())
+
+
 BUILDERS: dict[str, Callable[[dict, dict], dict[str, Dataset]]] = {
+    "folder": _image_folders,
     "animal_mnist": _animal_mnist,
     "synthetic": _synthetic,
     "fgvc": _split_files(read_json_split, {"train": "train.json", "val": "val.json", "test": "test.json"}),
