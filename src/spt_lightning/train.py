@@ -54,8 +54,9 @@ def build_datamodule(cfg: DictConfig, model: PromptedViT) -> TaskDataModule:
     pretrained_cfg = model.vit.pretrained_cfg or {}
     mean = cfg.pretrain.get("mean") or pretrained_cfg.get("mean", (0.5, 0.5, 0.5))
     std = cfg.pretrain.get("std") or pretrained_cfg.get("std", (0.5, 0.5, 0.5))
+    task = {**OmegaConf.to_container(cfg.task, resolve=True), "skip_corrupt": cfg.data.get("skip_corrupt", False)}
     return TaskDataModule(
-        OmegaConf.to_container(cfg.task, resolve=True),
+        task,
         img_size=cfg.backbone.img_size,
         mean=list(mean),
         std=list(std),

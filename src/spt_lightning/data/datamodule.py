@@ -10,6 +10,7 @@ import lightning as L
 import torch
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
 
+from .datasets import collate_skipping_none
 from .tasks import build_datasets
 from .transforms import build_transforms
 
@@ -100,6 +101,7 @@ class TaskDataModule(L.LightningDataModule):
             num_workers=self.num_workers,
             pin_memory=self.pin_memory and torch.cuda.is_available(),
             persistent_workers=persistent and self.num_workers > 0,
+            collate_fn=collate_skipping_none if self.task.get("skip_corrupt") else None,
         )
 
     def train_dataloader(self) -> DataLoader:

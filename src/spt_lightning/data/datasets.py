@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import gzip
 import json
+import logging
 import pickle
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, default_collate
+
+log = logging.getLogger(__name__)
 
 
 class DataError(RuntimeError):
@@ -33,23 +37,38 @@ class ArrayDataset(Dataset):
 
 
 class FileListDataset(Dataset):
-    """Images listed as ``(relative path, label)`` under ``image_dir``."""
+    """Images listed as ``(relative path, label)`` under ``image_dir``.
 
-    def __init__(self, image_dir: Path, items: list[tuple[str, int]], transform: Callable | None = None):
+    An unreadable image is an error naming the file, or, with ``skip_corrupt``, ``None`` (dropped by
+    :func:`collate_skipping_none`, with a warning per file).
+    """
+
+    def __init__(self, image_dir: Path, items: list[tuple[str, int]], transform: Callable | None = None,
+                 skip_corrupt: bool = False):
         self.image_dir, self.items, self.transform = Path(image_dir), items, transform
+        self.skip_corrupt = skip_corrupt
 
     def __len__(self) -> int:
         return len(self.items)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int] | None:
         rel, label = self.items[i]
         path = self.image_dir / rel
         try:
             with Image.open(path) as im:
                 image = im.convert("RGB")
         except (OSError, ValueError) as err:
-            raise DataError(f"cannot read image {path}: {err}. Replace or remove the file from its split list.") from err
+            if self.skip_corrupt:
+                log.warning("skipped unreadable image %s (%s)", path, err)
+                return None
+            raise DataError(f"cannot read image {path}: {err}. Replace it, remove it from its split list, or set "
+                            f"data.skip_corrupt=true to skip such images.") from err
         return (self.transform(image) if self.transform else image), label
+
+
+def collate_skipping_none(batch: list) -> Any:
+    """Default collation of the items that are not ``None`` (skipped corrupt images)."""
+    return default_collate([item for item in batch if item is not None])
 
 
 def read_json_split(path: Path) -> list[tuple[str, int]]:

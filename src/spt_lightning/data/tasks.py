@@ -51,6 +51,12 @@ def _synthetic(task, transforms) -> dict[str, Dataset]:
     return _array_datasets(*synthetic_arrays(task["num_classes"], n, task["image_size"], task["split_seed"]), task, transforms)
 
 
+SPLIT_FILES = {
+    "fgvc": {"train": "train.json", "val": "val.json", "test": "test.json"},
+    "vtab": {"train": "train800.txt", "val": "val200.txt", "test": "test.txt"},
+}
+
+
 def _split_files(reader: Callable[[Path], list], names: dict[str, str]):
     def build(task, transforms) -> dict[str, Dataset]:
         root = require_data_dir(task)
@@ -59,8 +65,14 @@ def _split_files(reader: Callable[[Path], list], names: dict[str, str]):
         for split in SPLITS:
             path = root / names[split]
             if not path.is_file():
-                raise DataError(f"split file missing: {path}. Task {task['name']} expects {sorted(names.values())} in {root}.")
-            out[split] = FileListDataset(image_dir, reader(path), transforms[split])
+                raise DataError(f"split file missing: {path}. Task {task['name']} expects {sorted(names.values())} "
+                                f"in {root}; `python -m spt_lightning.data prepare {task['name']} --raw DIR` writes them.")
+            items = reader(path)
+            bad = next(((rel, y) for rel, y in items if not 0 <= y < task["num_classes"]), None)
+            if bad is not None:
+                raise DataError(f"{path}: label {bad[1]} of {bad[0]} is outside 0..{task['num_classes'] - 1} "
+                                f"(task.num_classes={task['num_classes']}); fix the split file or task.num_classes")
+            out[split] = FileListDataset(image_dir, items, transforms[split], skip_corrupt=task.get("skip_corrupt", False))
         return out
 
     return build
@@ -105,8 +117,8 @@ BUILDERS: dict[str, Callable[[dict, dict], dict[str, Dataset]]] = {
     "folder": _image_folders,
     "animal_mnist": _animal_mnist,
     "synthetic": _synthetic,
-    "fgvc": _split_files(read_json_split, {"train": "train.json", "val": "val.json", "test": "test.json"}),
-    "vtab": _split_files(read_txt_split, {"train": "train800.txt", "val": "val200.txt", "test": "test.txt"}),
+    "fgvc": _split_files(read_json_split, SPLIT_FILES["fgvc"]),
+    "vtab": _split_files(read_txt_split, SPLIT_FILES["vtab"]),
 }
 
 

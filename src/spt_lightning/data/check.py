@@ -1,0 +1,67 @@
+"""Validate a task's data folder without training: what is missing, mislabelled or unreadable."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from .datasets import DataError, read_json_split, read_txt_split
+from .tasks import SPLIT_FILES, require_data_dir
+
+READERS = {"fgvc": read_json_split, "vtab": read_txt_split}
+
+
+def _readable(path: Path) -> str | None:
+    try:
+        with Image.open(path) as im:
+            im.verify()
+        return None
+    except (OSError, ValueError) as err:
+        return str(err)
+
+
+def check_task(task: dict[str, Any]) -> dict[str, Any]:
+    """Counts per split and a list of problems (each names a file and what is wrong with it)."""
+    root = require_data_dir(task)
+    if task["kind"] == "folder":
+        lists = {}
+        for split in ("train", "val", "test"):
+            folder = root / split
+            if not folder.is_dir():
+                lists[split] = None
+                continue
+            classes = sorted(p.name for p in folder.iterdir() if p.is_dir())
+            lists[split] = [(str(f.relative_to(root)), i) for i, c in enumerate(classes) for f in sorted((folder / c).iterdir())]
+        image_dir, num_classes = root, task.get("num_classes") or 10**9
+        files = {s: root / s for s in lists}
+    elif task["kind"] in READERS:
+        names = dict(SPLIT_FILES[task["kind"]])
+        if task["kind"] == "vtab":
+            names["train+val"] = "train800val200.txt"
+        files = {s: root / n for s, n in names.items()}
+        lists = {s: READERS[task["kind"]](p) if p.is_file() else None for s, p in files.items()}
+        image_dir, num_classes = root / task.get("image_dir", ""), task["num_classes"]
+    else:
+        raise DataError(f"task {task['name']} ({task['kind']}) is built in memory: nothing to check on disk")
+    problems, counts = [], {}
+    for split, items in lists.items():
+        if items is None:
+            problems.append(f"missing: {files[split]}")
+            continue
+        counts[split] = len(items)
+        for rel, label in items:
+            path = image_dir / rel
+            if not 0 <= label < num_classes:
+                problems.append(f"label {label} outside 0..{num_classes - 1}: {path} ({files[split].name})")
+            if not path.is_file():
+                problems.append(f"missing image: {path} ({files[split].name})")
+            elif (err := _readable(path)) is not None:
+                problems.append(f"unreadable image: {path}: {err}")
+    train, test = ({rel for rel, _ in lists.get(s) or []} for s in ("train", "test"))
+    val = {rel for rel, _ in lists.get("val") or []}
+    for a, b, common in (("train", "test", train & test), ("train", "val", train & val), ("val", "test", val & test)):
+        if common:
+            problems.append(f"{len(common)} images are in both {a} and {b} (e.g. {sorted(common)[0]})")
+    return {"task": task["name"], "root": str(root), "counts": counts, "problems": problems}
