@@ -38,6 +38,7 @@ test-full: $(STAMP) ## every test: fast, slow and network
 
 bench: assets ## speed/memory benchmarks (ratios measured side by side); extra flags: ARGS="..."
 	$(PY) benchmarks/prototype_init.py $(ARGS)
+	$(PY) benchmarks/data_loading.py
 
 clean: ## remove run outputs (logs/) and caches, keep .venv
 	rm -rf logs .pytest_cache

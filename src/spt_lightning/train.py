@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 import warnings
 from pathlib import Path
@@ -61,12 +62,17 @@ def build_datamodule(cfg: DictConfig, model: PromptedViT) -> TaskDataModule:
         mean=list(mean),
         std=list(std),
         batch_size=cfg.data.batch_size,
-        num_workers=cfg.data.num_workers,
+        num_workers=_workers(cfg.data.num_workers),
         pin_memory=cfg.data.pin_memory,
         protocol=cfg.data.get("protocol", "select"),
         fraction=cfg.data.get("fraction", 1.0),
         seed=cfg.get("seed") or 0,
     )
+
+
+def _workers(setting: int | str) -> int:
+    """``auto``: one loader process per core, at most 8 (enough to keep a GPU fed with these recipes)."""
+    return min(8, len(os.sched_getaffinity(0))) if setting == "auto" else int(setting)
 
 
 def _instantiate_all(group: DictConfig | None) -> list[Any]:

@@ -1,0 +1,112 @@
+"""Data loading vs. model speed: images/s the datamodule delivers / images/s a training step consumes.
+
+Measured side by side in one run with the defaults (2 workers, batch 32, bf16 autocast). Presets:
+  demo  Animal-MNIST at 112 px (resize recipe) for the bundled ViT-S/14, P=10 deep
+  fgvc  generated 500x375 JPEG files read from disk (FGVC crop recipe) at 224 px for ViT-B/16, P=10 deep
+Target: >= 2 (the loader is not the bottleneck).
+
+    python benchmarks/data_loading.py [--preset demo|fgvc|all] [--device cuda]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from spt_lightning.backbones import build_vit
+from spt_lightning.data import TaskDataModule
+from spt_lightning.models import PromptedViT
+
+IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+
+
+def fgvc_folder(root: Path, n: int) -> dict:
+    from PIL import Image
+
+    rng = torch.Generator().manual_seed(0)
+    items = {}
+    for i in range(n):
+        rel = f"c{i % 10}/{i}.jpg"
+        (root / "images" / rel).parent.mkdir(parents=True, exist_ok=True)
+        pixels = torch.randint(0, 255, (375, 500, 3), generator=rng, dtype=torch.uint8).numpy()
+        Image.fromarray(pixels).save(root / "images" / rel, quality=90)
+        items[rel] = i % 10
+    for split in ("train", "val", "test"):
+        (root / f"{split}.json").write_text(json.dumps(items))
+    return {"name": "fgvc-like", "kind": "fgvc", "num_classes": 10, "data_dir": str(root), "image_dir": "images",
+            "transform": "crop"}
+
+
+def loader_rate(dm: TaskDataModule, epochs: int = 2) -> float:
+    loader = dm.train_dataloader()
+    next(iter(loader))  # start the (persistent) workers outside the timing
+    seen, started = 0, time.perf_counter()
+    for _ in range(epochs):
+        for x, _ in loader:
+            seen += len(x)
+    return seen / (time.perf_counter() - started)
+
+
+def model_rate(arch: str, source: str, img_size: int, batch: int, device: str, steps: int) -> float:
+    torch.manual_seed(0)
+    model = PromptedViT(build_vit(arch, num_classes=10, img_size=img_size, source=source), 10, deep=True).to(device)
+    model.freeze_backbone()
+    model.train()
+    x, y = torch.randn(batch, 3, img_size, img_size, device=device), torch.randint(0, 10, (batch,), device=device)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+
+    def step():
+        with torch.autocast(device, dtype=torch.bfloat16):
+            loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    step()
+    if device == "cuda":
+        torch.cuda.synchronize()
+    started = time.perf_counter()
+    for _ in range(steps):
+        step()
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return steps * batch / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", choices=["demo", "fgvc", "all"], default="all")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--images", type=int, default=256, help="files generated for the fgvc preset")
+    parser.add_argument("--steps", type=int, default=4, help="timed training steps")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        presets = ["demo", "fgvc"] if args.preset == "all" else [args.preset]
+        for preset in presets:
+            if preset == "demo":
+                task = {"name": "demo/animal_mnist", "kind": "animal_mnist", "num_classes": 10, "transform": "resize",
+                        "split_seed": 0, "sizes": {"train": 800, "val": 200, "test": 2000}}
+                arch, source, img_size = "vit_small_patch14_dinov2", "bundled", 112
+            else:
+                task, arch, source, img_size = fgvc_folder(Path(tmp), args.images), "vit_base_patch16_224", "none", 224
+            dm = TaskDataModule(task, img_size, *IMAGENET, batch_size=args.batch_size, num_workers=args.workers)
+            dm.setup("fit")
+            load = loader_rate(dm)
+            use = model_rate(arch, source, img_size, args.batch_size, args.device, args.steps)
+            rows.append((preset, load, use))
+    print(f"{'preset':<6} {'loader img/s':>12} {'model img/s':>11} {'ratio':>6}  target")
+    for preset, load, use in rows:
+        print(f"{preset:<6} {load:>12.1f} {use:>11.1f} {load / use:>6.1f}  >= 2 {'met' if load / use >= 2 else 'MISSED'}")
+
+
+if __name__ == "__main__":
+    main()
