@@ -22,7 +22,9 @@ from .data import TaskDataModule
 from .data.tasks import infer_num_classes
 from .models import PromptedViT
 from .module import PromptTuningModule
+from .progress import EpochLines, interactive
 from .prototypes import PrototypeInit
+from . import __version__
 from .summary import format_summary
 
 log = logging.getLogger(__name__)
@@ -75,6 +77,20 @@ def _workers(setting: int | str) -> int:
     return min(8, len(os.sched_getaffinity(0))) if setting == "auto" else int(setting)
 
 
+def _with_wandb_mode(group: DictConfig | None) -> DictConfig | None:
+    """``logger.wandb.offline: null`` → online when logged in, offline otherwise (never prompt for a login)."""
+    wandb_cfg = (group or {}).get("wandb")
+    if wandb_cfg is None or wandb_cfg.get("offline") is not None:
+        return group
+    netrc = Path.home() / ".netrc"
+    logged_in = bool(os.environ.get("WANDB_API_KEY")) or (netrc.is_file() and "api.wandb.ai" in netrc.read_text())
+    if not logged_in:
+        log.info("W&B: not logged in, logging offline into %s (upload later with `wandb sync`)", wandb_cfg.save_dir)
+    group = group.copy()
+    group.wandb.offline = not logged_in
+    return group
+
+
 def _instantiate_all(group: DictConfig | None) -> list[Any]:
     return [instantiate(c) for c in (group or {}).values() if c is not None and "_target_" in c]
 
@@ -100,11 +116,16 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         warmup_epochs=cfg.optim.warmup_epochs,
         finetune_backbone=cfg.method.finetune_backbone,
     )
-    loggers = _instantiate_all(cfg.get("logger"))
+    loggers = _instantiate_all(_with_wandb_mode(cfg.get("logger")))
     trainer_kwargs = dict(cfg.trainer)
     if not datamodule.has_val:  # protocol=final: no validation split; the last epoch is tested
         trainer_kwargs.update(limit_val_batches=0, num_sanity_val_steps=0)
-    trainer = L.Trainer(**trainer_kwargs, callbacks=_instantiate_all(cfg.get("callbacks")), logger=loggers or False)
+    callbacks = _instantiate_all(cfg.get("callbacks"))
+    # A progress bar with ETA in a terminal; one plain line per epoch otherwise (SLURM files, CI).
+    trainer_kwargs["enable_progress_bar"] = trainer_kwargs.get("enable_progress_bar", True) and interactive()
+    if not trainer_kwargs["enable_progress_bar"]:
+        callbacks.append(EpochLines())
+    trainer = L.Trainer(**trainer_kwargs, callbacks=callbacks, logger=loggers or False)
     failed = True
     try:
         for logger in loggers:
@@ -117,33 +138,87 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         best = selection.pop("path")
         test_metrics = trainer.test(module, datamodule=datamodule, ckpt_path=best, verbose=False) if datamodule.has_test else []
         test_time = time.perf_counter() - test_started
+        results = {
+            "status": "ok",
+            "task": cfg.task.name,
+            "group": cfg.task.get("group"),
+            "protocol": datamodule.protocol,
+            "method": cfg.method.name,
+            "prompt_length": module.model.prompt_length,
+            "prompt_deep": bool(cfg.prompt.deep),
+            "prompt_init": cfg.prompt.init if module.model.prompt_length else None,
+            "backbone": cfg.backbone.arch,
+            "img_size": cfg.backbone.img_size,
+            "pretrain": cfg.pretrain.name,
+            "seed": cfg.get("seed"),
+            "parameters": module.parameter_counts(),
+            "selection": selection,
+            "test": {k.split("/", 1)[1]: v for k, v in (test_metrics[0] if test_metrics else {}).items()},
+            "init": _init_stats(trainer),
+            "timings": _timings(trainer, fit_time, test_time, time.perf_counter() - started),
+            "output_dir": str(output_dir),
+            "config": OmegaConf.to_container(cfg, resolve=True),
+            "versions": versions(),
+        }
+        _summarise(loggers, results)
         failed = False
     finally:
         _finish(loggers, failed)
 
-    results = {
-        "task": cfg.task.name,
-        "protocol": datamodule.protocol,
-        "method": cfg.method.name,
-        "prompt_length": module.model.prompt_length,
-        "prompt_deep": bool(cfg.prompt.deep),
-        "backbone": cfg.backbone.arch,
-        "img_size": cfg.backbone.img_size,
-        "pretrain": cfg.pretrain.name,
-        "seed": cfg.get("seed"),
-        "parameters": module.parameter_counts(),
-        "selection": selection,
-        "test": {k.split("/", 1)[1]: v for k, v in (test_metrics[0] if test_metrics else {}).items()},
-        "init": _init_stats(trainer),
-        "timings": _timings(trainer, fit_time, test_time, time.perf_counter() - started),
-        "output_dir": str(output_dir),
-        "config": OmegaConf.to_container(cfg, resolve=True),
-        "versions": {"torch": torch.__version__, "lightning": L.__version__},
-    }
     if trainer.is_global_zero:
         (output_dir / "results.json").write_text(json.dumps(results, indent=2))
         print(format_summary(results), flush=True)
     return results
+
+
+def versions() -> dict[str, str]:
+    """Code and library versions for results.json (the git commit when run from a checkout)."""
+    import importlib.metadata as md
+    import subprocess
+
+    out = {"spt_lightning": __version__}
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).parent)
+        if sha.returncode == 0:
+            out["git"] = sha.stdout.strip()
+    except OSError:
+        pass
+    for name in ("torch", "lightning", "timm", "hydra-core", "torchmetrics", "faiss-gpu", "faiss-cpu", "wandb"):
+        try:
+            out[name] = md.version(name)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+def record_failure(cfg: DictConfig, error: BaseException) -> None:
+    """Write results.json with status ``failed`` so that a sweep's report shows the job."""
+    output_dir = Path(cfg.paths.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    failure = {
+        "status": "failed",
+        "error": f"{type(error).__name__}: {error}",
+        "task": cfg.task.name,
+        "method": cfg.method.name,
+        "pretrain": cfg.pretrain.name,
+        "prompt_length": cfg.prompt.length if cfg.method.prompted else 0,
+        "seed": cfg.get("seed"),
+        "config": OmegaConf.to_container(cfg, resolve=False),
+        "versions": versions(),
+    }
+    (output_dir / "results.json").write_text(json.dumps(failure, indent=2, default=str))
+
+
+def _summarise(loggers: list[Any], results: dict[str, Any]) -> None:
+    """Final figures into the W&B run summary (test accuracy, parameter counts, init time)."""
+    summary = {f"test/{k}": v for k, v in results["test"].items()}
+    summary |= {f"params/{k}": v for k, v in results["parameters"].items()}
+    summary |= {"selected_epoch": results["selection"]["epoch"], "init/time": results["timings"]["init"]}
+    for logger in loggers:
+        experiment = getattr(logger, "experiment", None)
+        if experiment is not None and hasattr(experiment, "summary") and hasattr(experiment.summary, "update"):
+            experiment.summary.update(summary)
 
 
 def _selected_epoch(trainer: L.Trainer) -> dict[str, Any]:

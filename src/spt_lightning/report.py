@@ -1,0 +1,221 @@
+"""``python -m spt_lightning.report DIR... [--out DIR]``: run folders → paper-style tables and plots.
+
+Reads ``results.json`` files only (no training imports). Tables follow the benchmarks' protocol:
+top-1 test accuracy (%) per task as mean ± std over seeds, the FGVC mean over its 5 tasks, the
+VTAB-1k group means (Natural 7, Specialized 4, Structured 8) and both overall conventions (mean of
+the 19 tasks; mean of the 3 group means), and learnable parameters with and without the head.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import statistics
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+FGVC = ["fgvc/cub", "fgvc/nabirds", "fgvc/flowers", "fgvc/dogs", "fgvc/cars"]
+VTAB = {
+    "Natural": ["vtab/cifar100", "vtab/caltech101", "vtab/dtd", "vtab/flowers102", "vtab/pets", "vtab/svhn",
+                "vtab/sun397"],
+    "Specialized": ["vtab/patch_camelyon", "vtab/eurosat", "vtab/resisc45", "vtab/retinopathy"],
+    "Structured": ["vtab/clevr_count", "vtab/clevr_dist", "vtab/dmlab", "vtab/kitti_dist", "vtab/dsprites_loc",
+                   "vtab/dsprites_ori", "vtab/smallnorb_azi", "vtab/smallnorb_ele"],
+}
+SETTING = ("method", "pretrain", "backbone", "prompt_length")
+# Config keys that do not make a run a different setting: the seed (runs that differ only in it are
+# averaged), the task (a column), and where things are written or how they are shown.
+NOT_SETTING = ("seed", "init.seed", "init.cache_dir", "task.", "paths.", "ckpt_path", "logger.", "callbacks.",
+               "trainer.enable_progress_bar", "data.num_workers", "hydra.")
+
+
+def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(node, dict):
+        return {k: v for key, value in node.items() for k, v in _flatten(value, f"{prefix}{key}.").items()}
+    return {prefix[:-1]: json.dumps(node)}
+
+
+def setting_of(run: dict[str, Any]) -> tuple:
+    """The run's configuration without its seed: runs with equal settings are seeds of one entry."""
+    config = {k: v for k, v in _flatten(run.get("config", {})).items() if not k.startswith(NOT_SETTING)}
+    return tuple(run.get(k) for k in SETTING) + (tuple(sorted(config.items())),)
+
+
+def load_runs(dirs: list[Path]) -> list[dict[str, Any]]:
+    runs = []
+    for d in dirs:
+        for path in sorted(Path(d).rglob("results.json")):
+            run = json.loads(path.read_text())
+            run["path"] = str(path.parent)
+            runs.append(run)
+    return runs
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def aggregate(runs: list[dict[str, Any]]) -> dict[tuple, dict[str, Any]]:
+    """Per setting: per-task test accuracies over seeds, the group figures, and parameter counts."""
+    settings: dict[tuple, dict[str, Any]] = defaultdict(lambda: {"tasks": defaultdict(list), "params": None})
+    for run in runs:
+        if run.get("status", "ok") != "ok" or not run.get("test"):
+            continue  # failed, or a tune run (no test by protocol)
+        key = setting_of(run)
+        settings[key]["tasks"][run["task"]].append(100.0 * run["test"]["acc1"])
+        settings[key]["params"] = run["parameters"]
+    for entry in settings.values():
+        per_task = {t: _mean(v) for t, v in entry["tasks"].items()}
+        entry["per_task"] = per_task
+        groups = {"FGVC": FGVC, **{f"VTAB {g}": tasks for g, tasks in VTAB.items()}}
+        entry["groups"] = {g: _mean([per_task[t] for t in tasks]) if all(t in per_task for t in tasks) else None
+                           for g, tasks in groups.items()}
+        vtab_all = [t for tasks in VTAB.values() for t in tasks]
+        complete = all(t in per_task for t in vtab_all)
+        entry["groups"]["VTAB mean of 19 tasks"] = _mean([per_task[t] for t in vtab_all]) if complete else None
+        group_means = [entry["groups"][f"VTAB {g}"] for g in VTAB]
+        entry["groups"]["VTAB mean of 3 groups"] = _mean(group_means) if complete else None
+    return dict(settings)
+
+
+def _cell(values: list[float]) -> str:
+    if not values:
+        return ""
+    mean = sum(values) / len(values)
+    if len(values) == 1:
+        return f"{mean:.2f}"
+    return f"{mean:.2f} ± {statistics.stdev(values):.2f}"
+
+
+def _task_order(settings) -> list[str]:
+    seen = {t for e in settings.values() for t in e["tasks"]}
+    known = FGVC + [t for tasks in VTAB.values() for t in tasks]
+    return [t for t in known if t in seen] + sorted(seen - set(known))
+
+
+def varying(settings) -> list[str]:
+    """Config keys whose value differs between settings (shown as columns besides method/pretrain/...)."""
+    values: dict[str, set] = defaultdict(set)
+    keys = [dict(key[-1]) for key in settings]
+    for config in keys:
+        for k in set().union(*keys):
+            values[k].add(config.get(k))
+    shown = {"backbone.arch", "prompt.length"}
+    implied = ("method.", "pretrain.", "backbone.kwargs.")  # follow from the method / pretrain / backbone columns
+    return sorted(k for k, v in values.items() if len(v) > 1 and k not in shown and not k.startswith(implied))
+
+
+def markdown(settings, failed: list[dict]) -> str:
+    tasks = _task_order(settings)
+    group_names = [g for g in next(iter(settings.values()))["groups"]] if settings else []
+    extra = varying(settings)
+    head = ["method", "pretrain", "backbone", "P", *extra, *tasks, *group_names, "learnable (% backbone)", "without head"]
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    for key, e in sorted(settings.items(), key=lambda kv: tuple(str(x) for x in kv[0])):
+        p = e["params"]
+        config = dict(key[-1])
+        cells = [*map(str, key[:-1]), *(str(json.loads(config[k])) if k in config else "" for k in extra),
+                 *(_cell(e["tasks"].get(t, [])) for t in tasks),
+                 *("" if e["groups"][g] is None else f"{e['groups'][g]:.2f}" for g in group_names),
+                 f"{p['learnable']:,} ({100 * p['learnable'] / p['backbone']:.3f}%)",
+                 f"{p['learnable_without_head']:,} ({100 * p['learnable_without_head'] / p['backbone']:.3f}%)"]
+        lines.append("| " + " | ".join(cells) + " |")
+    out = "Top-1 test accuracy (%), mean ± std over seeds. Group means need every task of the group.\n\n"
+    out += "\n".join(lines) + "\n"
+    if failed:
+        out += f"\n{len(failed)} failed run(s):\n" + "".join(f"- {r['path']}: {r.get('error', '?')}\n" for r in failed)
+    return out
+
+
+def write_csv(settings, path: Path) -> None:
+    extra = varying(settings)
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow([*SETTING, *extra, "task", "seeds", "mean", "std"])
+        for key, e in settings.items():
+            config = dict(key[-1])
+            fixed = [*key[:-1], *(json.loads(config[k]) if k in config else "" for k in extra)]
+            for task, values in e["tasks"].items():
+                std = statistics.stdev(values) if len(values) > 1 else 0.0
+                w.writerow([*fixed, task, len(values), f"{sum(values) / len(values):.4f}", f"{std:.4f}"])
+            for group, value in e["groups"].items():
+                if value is not None:
+                    w.writerow([*fixed, group, "", f"{value:.4f}", ""])
+
+
+def plots(settings, out: Path) -> list[Path]:
+    """Accuracy against prompt length per method and pretrain; SPT's gain over VPT per task."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    lines: dict[tuple, dict[int, float]] = defaultdict(dict)
+    for (method, pretrain, backbone, length, _), e in settings.items():
+        if length:
+            lines[(method, pretrain)][length] = _mean(list(e["per_task"].values()))
+    if lines:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for (method, pretrain), points in sorted(lines.items()):
+            xs = sorted(points)
+            ax.plot(xs, [points[x] for x in xs], marker="o", label=f"{method} / {pretrain}")
+        ax.set_xscale("log")
+        ax.set_xlabel("prompt length P")
+        ax.set_ylabel("mean top-1 test accuracy over tasks (%)")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        written.append(out / "accuracy_vs_prompt_length.png")
+        fig.savefig(written[-1], dpi=120)
+        plt.close(fig)
+    gains = {}
+    for (method, pretrain, backbone, length, config), e in settings.items():
+        if method.startswith("spt_"):
+            # the VPT twin: same setting but for the method and its prompt init
+            twin = tuple((k, v) for k, v in config if k not in ("method.name", "prompt.init"))
+            vpt = next((v for (m, p, b, n, c), v in settings.items()
+                        if (m, p, b, n) == (method.replace("spt_", "vpt_"), pretrain, backbone, length)
+                        and tuple((k, x) for k, x in c if k not in ("method.name", "prompt.init")) == twin), None)
+            if vpt:
+                for task, acc in e["per_task"].items():
+                    if task in vpt["per_task"]:
+                        gains[(task, f"{method} / {pretrain} / P{length}")] = acc - vpt["per_task"][task]
+    if gains:
+        fig, ax = plt.subplots(figsize=(max(6, 0.5 * len(gains)), 4))
+        labels = [f"{t}\n{s}" for t, s in gains]
+        ax.bar(range(len(gains)), list(gains.values()), color=["tab:green" if g >= 0 else "tab:red" for g in gains.values()])
+        ax.set_xticks(range(len(gains)), labels, rotation=60, ha="right", fontsize=7)
+        ax.axhline(0, color="black", linewidth=0.8)
+        ax.set_ylabel("SPT − VPT, top-1 test accuracy (points)")
+        fig.tight_layout()
+        written.append(out / "spt_gain_over_vpt.png")
+        fig.savefig(written[-1], dpi=120)
+        plt.close(fig)
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m spt_lightning.report", description=__doc__.splitlines()[0])
+    parser.add_argument("dirs", nargs="+", type=Path, help="run or sweep folders (searched for results.json)")
+    parser.add_argument("--out", type=Path, default=Path("report"), help="folder for report.md, report.csv, *.png")
+    args = parser.parse_args(argv)
+    runs = load_runs(args.dirs)
+    if not runs:
+        print(f"no results.json under {', '.join(map(str, args.dirs))}")
+        return 1
+    failed = [r for r in runs if r.get("status") == "failed"]
+    settings = aggregate(runs)
+    args.out.mkdir(parents=True, exist_ok=True)
+    text = markdown(settings, failed)
+    (args.out / "report.md").write_text(text)
+    write_csv(settings, args.out / "report.csv")
+    pngs = plots(settings, args.out)
+    print(text)
+    print(f"written: {args.out / 'report.md'}, {args.out / 'report.csv'}" + "".join(f", {p}" for p in pngs))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,92 @@
+"""Sweeps, failure handling, W&B offline, report aggregates, the tune -> final recipe."""
+
+import json
+import os
+import statistics
+from pathlib import Path
+
+import pytest
+
+from spt_lightning.report import FGVC, VTAB, aggregate, load_runs
+from spt_lightning.report import main as report_main
+
+from test_cli import FAST, _results, run_cli
+
+
+def test_multirun_grid_and_report_aggregates(tmp_path):
+    done = run_cli(["-m", "debug=fast", "task=demo/synthetic,demo/synthetic8", "prompt.length=1,3"], tmp_path)
+    runs = _results(tmp_path)
+    assert len(runs) == 4 and all(r["status"] == "ok" for r in runs)
+    assert "epoch 2/2" in done.stdout  # plain per-epoch lines when not interactive
+    out = tmp_path / "report"
+    assert report_main([str(tmp_path / "logs"), "--out", str(out)]) == 0
+    rows = list(__import__("csv").DictReader((out / "report.csv").open()))
+    for r in runs:
+        row = next(x for x in rows if x["task"] == r["task"] and int(x["prompt_length"]) == r["prompt_length"])
+        assert float(row["mean"]) == pytest.approx(100 * r["test"]["acc1"], abs=1e-3)
+    table = (out / "report.md").read_text()
+    assert "demo/synthetic8" in table and table.count("| spt_deep |") == 2
+    assert (out / "accuracy_vs_prompt_length.png").stat().st_size > 1000
+
+
+def test_failed_job_is_recorded_and_the_sweep_goes_on(tmp_path):
+    done = run_cli(["-m", *FAST, "prompt.length=0,2"], tmp_path)
+    runs = {r["prompt_length"]: r for r in _results(tmp_path)}
+    assert runs[0]["status"] == "failed" and "prompt.length=0" in runs[0]["error"]
+    assert runs[2]["status"] == "ok" and "acc1" in runs[2]["test"]
+    assert report_main([str(tmp_path / "logs"), "--out", str(tmp_path / "r")]) == 0
+    assert "1 failed run(s)" in (tmp_path / "r" / "report.md").read_text()
+
+
+def test_wandb_offline_run_folder_has_config_and_summary(tmp_path):
+    run_cli([*FAST, "logger=wandb"], tmp_path)
+    (results,) = _results(tmp_path)
+    (run_file,) = Path(results["output_dir"]).glob("wandb/offline-run-*/run-*.wandb")
+    data = run_file.read_bytes()  # W&B's record log: keys are stored as plain strings
+    for key in (b"test/acc1", b"params/learnable", b"init/time", b"selected_epoch", b"val/acc1", b"train/loss",
+                b"demo/synthetic", b"spt_deep", b"max_tokens_per_layer"):
+        assert key in data, key
+
+
+def _fake(task, acc, seed, method="spt_deep", length=10):
+    return {"status": "ok", "task": task, "method": method, "pretrain": "mae", "backbone": "vit_base_patch16_224",
+            "prompt_length": length, "seed": seed, "test": {"acc1": acc},
+            "parameters": {"learnable": 10, "learnable_without_head": 5, "backbone": 1000}}
+
+
+def test_group_means_and_both_overall_conventions(tmp_path):
+    tasks = FGVC + [t for group in VTAB.values() for t in group]
+    for i, task in enumerate(tasks):
+        for seed, offset in ((0, -0.01), (1, 0.01)):
+            folder = tmp_path / f"{i}-{seed}"
+            folder.mkdir()
+            (folder / "results.json").write_text(json.dumps(_fake(task, 0.5 + 0.01 * i + offset, seed)))
+    (entry,) = aggregate(load_runs([tmp_path])).values()
+    acc = {t: 100 * (0.5 + 0.01 * i) for i, t in enumerate(tasks)}
+    assert entry["per_task"]["fgvc/cub"] == pytest.approx(acc["fgvc/cub"])
+    assert statistics.stdev(entry["tasks"]["fgvc/cub"]) == pytest.approx(statistics.stdev([49.0, 51.0]))
+    assert entry["groups"]["FGVC"] == pytest.approx(statistics.mean(acc[t] for t in FGVC))
+    groups = {g: statistics.mean(acc[t] for t in ts) for g, ts in VTAB.items()}
+    for g, value in groups.items():
+        assert entry["groups"][f"VTAB {g}"] == pytest.approx(value)
+    vtab = [t for ts in VTAB.values() for t in ts]
+    assert entry["groups"]["VTAB mean of 19 tasks"] == pytest.approx(statistics.mean(acc[t] for t in vtab))
+    assert entry["groups"]["VTAB mean of 3 groups"] == pytest.approx(statistics.mean(groups.values()))
+    assert entry["groups"]["VTAB mean of 19 tasks"] != pytest.approx(entry["groups"]["VTAB mean of 3 groups"])
+
+
+def test_tune_then_final_picks_the_best_validation_config(tmp_path, monkeypatch):
+    from spt_lightning.tune import grid, tune_final
+
+    assert grid(["task=x", "optim.optimizer.lr=1,2", "seed=0,1"])[1] == [
+        ["optim.optimizer.lr=1", "seed=0"], ["optim.optimizer.lr=1", "seed=1"],
+        ["optim.optimizer.lr=2", "seed=0"], ["optim.optimizer.lr=2", "seed=1"]]
+    monkeypatch.setenv("SPT_CACHE", str(tmp_path / "cache"))
+    summary = tune_final([*FAST, "optim.optimizer.lr=1e-6,5e-2"], root=tmp_path / "tf")
+    vals = {tuple(s["overrides"]): s["val_acc1"] for s in summary["grid"]}
+    assert summary["chosen"] == list(max(vals, key=vals.get))
+    final = json.loads((tmp_path / "tf" / "final" / "results.json").read_text())
+    assert final["protocol"] == "final" and final["config"]["optim"]["optimizer"]["lr"] == float(summary["chosen"][0].split("=")[1])
+    for i in range(2):
+        grid_run = json.loads((tmp_path / "tf" / "grid" / str(i) / "results.json").read_text())
+        assert grid_run["protocol"] == "tune" and grid_run["test"] == {}  # never tested on test
