@@ -37,8 +37,7 @@ test-full: $(STAMP) ## every test: fast, slow and network
 	$(PY) -m pytest -m ""
 
 bench: assets ## speed/memory benchmarks (ratios measured side by side); extra flags: ARGS="..."
-	$(PY) benchmarks/prototype_init.py $(ARGS)
-	$(PY) benchmarks/data_loading.py
+	$(PY) benchmarks/run.py $(ARGS)
 
 clean: ## remove run outputs (logs/) and caches, keep .venv
 	rm -rf logs .pytest_cache

@@ -1,0 +1,209 @@
+"""``make bench``: every speed/memory figure with its target, measured side by side in one run.
+
+    python benchmarks/run.py [--device cuda] [--arch vit_base_patch16_224 --img-size 224] [--json bench.json]
+
+Figures (targets from the project's performance issue):
+  1 SPT-deep step / VPT-deep step at the same P (same architecture; init is separate)   <= 1.01
+  2 Lightning training step / a bare PyTorch loop doing the same work                     <= 1.05
+  3 prompt-tuning training step / forward-only (also reported against full fine-tuning)  <= 2.3
+  4 peak training memory of prompt tuning / full fine-tuning at the same batch            <= 0.6
+  5 prototype init / one training epoch, every token (the demo)                          <= 0.5
+  6 images/s the datamodule delivers / images/s the model consumes (the demo)             >= 2
+  7 bf16-mixed / fp32 training-step speed-up on this machine                              (reported)
+Step times are medians of interleaved repeats, so that the machine's noise hits every variant alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, TensorDataset
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from spt_lightning.backbones import build_vit  # noqa: E402
+from spt_lightning.models import PromptedViT  # noqa: E402
+from spt_lightning.module import PromptTuningModule  # noqa: E402
+
+
+class Bench:
+    def __init__(self, arch: str, img_size: int, batch: int, length: int, device: str):
+        self.arch, self.img_size, self.batch, self.length, self.device = arch, img_size, batch, length, device
+        g = torch.Generator().manual_seed(0)
+        self.x = torch.randn(batch, 3, img_size, img_size, generator=g).to(device)
+        self.y = torch.randint(0, 10, (batch,), generator=g).to(device)
+
+    def model(self, prompts: bool = True, full: bool = False, spt: bool = False) -> PromptedViT:
+        torch.manual_seed(0)
+        vit = build_vit(self.arch, num_classes=10, img_size=self.img_size)
+        model = PromptedViT(vit, self.length if prompts else 0, deep=True).to(self.device)
+        if spt:  # values as k-means would give them: tokens of the data, not a uniform init
+            with torch.no_grad():
+                model.prompts.embeddings.normal_().mul_(3.0)
+        if not full:
+            model.freeze_backbone()
+        return model.train()
+
+    def autocast(self, bf16: bool):
+        return torch.autocast(self.device, dtype=torch.bfloat16, enabled=bf16)
+
+    def step_fn(self, model: PromptedViT, bf16: bool = True):
+        opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+
+        def step():
+            with self.autocast(bf16):
+                loss = F.cross_entropy(model(self.x), self.y)
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        return step
+
+    def forward_fn(self, model: PromptedViT, bf16: bool = True):
+        def forward():
+            with torch.no_grad(), self.autocast(bf16):
+                model(self.x)
+        return forward
+
+    def sync(self):
+        if self.device == "cuda":
+            torch.cuda.synchronize()
+
+    def timed(self, fns: dict, repeats: int) -> dict[str, float]:
+        """Median seconds per call of each function, interleaved over ``repeats`` rounds."""
+        for fn in fns.values():  # warm-up
+            fn()
+        times = {name: [] for name in fns}
+        for _ in range(repeats):
+            for name, fn in fns.items():
+                self.sync()
+                t = time.perf_counter()
+                fn()
+                self.sync()
+                times[name].append(time.perf_counter() - t)
+        return {name: statistics.median(ts) for name, ts in times.items()}
+
+    def lightning_vs_bare(self, steps: int) -> tuple[float, float]:
+        data = TensorDataset(self.x.cpu().repeat(steps, 1, 1, 1), self.y.cpu().repeat(steps))
+        import functools
+
+        module = PromptTuningModule(self.model(), 10, functools.partial(torch.optim.AdamW, lr=1e-4), warmup_epochs=0)
+        trainer = L.Trainer(accelerator="gpu" if self.device == "cuda" else "cpu", devices=1, max_epochs=2,
+                            precision="bf16-mixed", logger=False, enable_checkpointing=False,
+                            enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
+
+        class EpochTime(L.Callback):
+            def on_train_epoch_start(self, trainer, pl_module):
+                self.t = time.perf_counter()
+
+            def on_train_epoch_end(self, trainer, pl_module):
+                self.seconds = time.perf_counter() - self.t  # the second epoch is kept (warm)
+
+        timer = EpochTime()
+        trainer.callbacks.append(timer)
+        trainer.fit(module, DataLoader(data, batch_size=self.batch))
+        lightning = timer.seconds / steps
+        model, loader = self.model(), DataLoader(data, batch_size=self.batch)
+        opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+        for epoch in range(2):
+            self.sync()
+            t = time.perf_counter()
+            for xb, yb in loader:
+                xb, yb = xb.to(self.device), yb.to(self.device)
+                with self.autocast(True):
+                    loss = F.cross_entropy(model(xb), yb)
+                loss.backward()
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+                sched.step()
+            self.sync()
+            bare = (time.perf_counter() - t) / steps
+        return lightning, bare
+
+
+def peak_memory(arch: str, img_size: int, batch: int, length: int, device: str, full: bool) -> float:
+    """Bytes a training step adds at its peak over the model alone; CPU: a fresh process's max RSS."""
+    code = f"""
+import resource, sys, torch
+sys.path.insert(0, {str(Path(__file__).parent)!r})
+from run import Bench
+b = Bench({arch!r}, {img_size}, {batch}, {length}, {device!r})
+m = b.model(prompts={not full}, full={full})
+step = b.step_fn(m)
+if {device!r} == "cuda":
+    torch.cuda.synchronize(); torch.cuda.reset_peak_memory_stats(); base = torch.cuda.memory_allocated()
+    step(); step(); torch.cuda.synchronize(); print(torch.cuda.max_memory_allocated() - base)
+else:  # max RSS after imports and a forward pass, then after two training steps
+    b.forward_fn(m)()
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    step(); step(); print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) * 1024)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--arch", default="vit_small_patch14_dinov2")
+    parser.add_argument("--img-size", type=int, default=112)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--length", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--skip-demo", action="store_true", help="skip figures 5 and 6 (they need the demo assets)")
+    parser.add_argument("--json", default="bench.json")
+    args = parser.parse_args()
+    b = Bench(args.arch, args.img_size, args.batch_size, args.length, args.device)
+    vpt, spt, full = b.model(), b.model(spt=True), b.model(prompts=False, full=True)
+    t = b.timed({"vpt": b.step_fn(vpt), "spt": b.step_fn(spt), "forward": b.forward_fn(vpt),
+                 "full": b.step_fn(full), "fp32": b.step_fn(vpt, bf16=False)}, args.repeats)
+    lightning, bare = b.lightning_vs_bare(steps=args.repeats * 2)
+    mem_prompt = peak_memory(args.arch, args.img_size, args.batch_size, args.length, args.device, full=False)
+    mem_full = peak_memory(args.arch, args.img_size, args.batch_size, args.length, args.device, full=True)
+    rows = [
+        ("1 SPT step / VPT step", t["spt"] / t["vpt"], "<=", 1.01),
+        ("2 Lightning step / bare loop", lightning / bare, "<=", 1.05),
+        ("3 prompt step / forward-only", t["vpt"] / t["forward"], "<=", 2.3),
+        ("3b prompt step / full fine-tuning step", t["vpt"] / t["full"], "", None),
+        ("4 peak memory prompt / full", mem_prompt / mem_full if mem_full > 0 else float("nan"), "<=", 0.6),
+    ]
+    if not args.skip_demo:
+        from data_loading import IMAGENET, loader_rate, model_rate
+        from prototype_init import run as init_run
+
+        from spt_lightning.data import TaskDataModule
+
+        init = init_run("demo", None, args.length, args.batch_size, 2, "gpu" if args.device == "cuda" else "cpu",
+                        "bf16-mixed", 20)
+        task = {"name": "demo/animal_mnist", "kind": "animal_mnist", "num_classes": 10, "transform": "resize",
+                "split_seed": 0, "sizes": {"train": 800, "val": 200, "test": 2000}}
+        dm = TaskDataModule(task, 112, *IMAGENET, batch_size=args.batch_size, num_workers=2)
+        dm.setup("fit")
+        load, use = loader_rate(dm), model_rate("vit_small_patch14_dinov2", "bundled", 112, args.batch_size,
+                                                args.device, args.repeats)
+        rows += [("5 prototype init / training epoch", init["init_per_epoch"], "<=", 0.5),
+                 ("6 loader img/s / model img/s", load / use, ">=", 2.0)]
+    rows.append(("7 bf16-mixed speed-up over fp32", t["fp32"] / t["vpt"], "", None))
+    print(f"{args.arch} @ {args.img_size}px, batch {args.batch_size}, P={args.length}, {args.device}; "
+          f"step {1000 * t['vpt']:.0f} ms, forward {1000 * t['forward']:.0f} ms, full {1000 * t['full']:.0f} ms, "
+          f"fp32 step {1000 * t['fp32']:.0f} ms; memory prompt {mem_prompt / 2**20:.0f} MiB, full {mem_full / 2**20:.0f} MiB")
+    print(f"{'figure':<42} {'value':>7}  target")
+    out = []
+    for name, value, op, target in rows:
+        met = "" if target is None else ("met" if (value <= target if op == "<=" else value >= target) else "MISSED")
+        print(f"{name:<42} {value:>7.2f}  {op} {'' if target is None else target} {met}")
+        out.append({"figure": name, "value": value, "op": op, "target": target, "met": met or None})
+    Path(args.json).write_text(json.dumps({"device": args.device, "arch": args.arch, "rows": out}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
