@@ -131,9 +131,13 @@ class Bench:
 
 
 def peak_memory(arch: str, img_size: int, batch: int, length: int, device: str, full: bool) -> float:
-    """Bytes a training step adds at its peak over the model alone; CPU: a fresh process's max RSS."""
+    """Bytes a training step adds at its peak over the built model, in a fresh process.
+
+    CUDA: the allocator's peak. CPU: the resident set sampled every 0.5 ms during two steps (the
+    process-lifetime maximum would be set by library loading, not by training).
+    """
     code = f"""
-import resource, sys, torch
+import os, sys, threading, time, torch
 sys.path.insert(0, {str(Path(__file__).parent)!r})
 from run import Bench
 b = Bench({arch!r}, {img_size}, {batch}, {length}, {device!r})
@@ -142,10 +146,17 @@ step = b.step_fn(m)
 if {device!r} == "cuda":
     torch.cuda.synchronize(); torch.cuda.reset_peak_memory_stats(); base = torch.cuda.memory_allocated()
     step(); step(); torch.cuda.synchronize(); print(torch.cuda.max_memory_allocated() - base)
-else:  # max RSS after imports and a forward pass, then after two training steps
+else:
+    page = os.sysconf("SC_PAGE_SIZE")
+    rss = lambda: int(open("/proc/self/statm").read().split()[1]) * page
     b.forward_fn(m)()
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    step(); step(); print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) * 1024)
+    base, peak, done = rss(), [0], threading.Event()
+    def watch():
+        while not done.is_set():
+            peak[0] = max(peak[0], rss()); time.sleep(0.0005)
+    watcher = threading.Thread(target=watch); watcher.start()
+    step(); step(); done.set(); watcher.join()
+    print(peak[0] - base)
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return float(out.stdout.strip().splitlines()[-1])
