@@ -16,6 +16,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
+from . import __version__
 from .backbones import build_vit
 from .config import check_config
 from .data import TaskDataModule
@@ -24,7 +25,6 @@ from .models import PromptedViT
 from .module import PromptTuningModule
 from .progress import EpochLines, interactive
 from .prototypes import PrototypeInit
-from . import __version__
 from .summary import format_summary
 
 log = logging.getLogger(__name__)
