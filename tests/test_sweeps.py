@@ -1,7 +1,6 @@
 """Sweeps, failure handling, W&B offline, report aggregates, the tune -> final recipe."""
 
 import json
-import os
 import statistics
 from pathlib import Path
 
@@ -30,7 +29,7 @@ def test_multirun_grid_and_report_aggregates(tmp_path):
 
 
 def test_failed_job_is_recorded_and_the_sweep_goes_on(tmp_path):
-    done = run_cli(["-m", *FAST, "prompt.length=0,2"], tmp_path)
+    run_cli(["-m", *FAST, "prompt.length=0,2"], tmp_path)
     runs = {r["prompt_length"]: r for r in _results(tmp_path)}
     assert runs[0]["status"] == "failed" and "prompt.length=0" in runs[0]["error"]
     assert runs[2]["status"] == "ok" and "acc1" in runs[2]["test"]
