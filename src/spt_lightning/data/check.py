@@ -7,10 +7,8 @@ from typing import Any
 
 from PIL import Image
 
-from .datasets import DataError, read_json_split, read_txt_split
-from .tasks import SPLIT_FILES, require_data_dir
-
-READERS = {"fgvc": read_json_split, "vtab": read_txt_split}
+from .datasets import DataError
+from .tasks import SPLIT_FILES, SPLIT_READERS, require_data_dir
 
 
 def _readable(path: Path) -> str | None:
@@ -36,12 +34,12 @@ def check_task(task: dict[str, Any]) -> dict[str, Any]:
             lists[split] = [(str(f.relative_to(root)), i) for i, c in enumerate(classes) for f in sorted((folder / c).iterdir())]
         image_dir, num_classes = root, task.get("num_classes") or 10**9
         files = {s: root / s for s in lists}
-    elif task["kind"] in READERS:
+    elif task["kind"] in SPLIT_READERS:
         names = dict(SPLIT_FILES[task["kind"]])
         if task["kind"] == "vtab":
             names["train+val"] = "train800val200.txt"
         files = {s: root / n for s, n in names.items()}
-        lists = {s: READERS[task["kind"]](p) if p.is_file() else None for s, p in files.items()}
+        lists = {s: SPLIT_READERS[task["kind"]](p) if p.is_file() else None for s, p in files.items()}
         image_dir, num_classes = root / task.get("image_dir", ""), task["num_classes"]
     else:
         raise DataError(f"task {task['name']} ({task['kind']}) is built in memory: nothing to check on disk")

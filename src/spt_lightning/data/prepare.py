@@ -8,13 +8,13 @@ Cars) a seeded 10% of the official train split becomes val, per class, as VPT di
 from __future__ import annotations
 
 import json
-import os
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
+from ..files import write_atomically
 from .datasets import DataError
 
 Items = list[tuple[str, int]]
@@ -33,6 +33,12 @@ def _loadmat(path: Path) -> dict:
     if not path.is_file():
         raise DataError(f"{path} not found: is --raw the folder of the official download?")
     return loadmat(str(path), squeeze_me=True)
+
+
+def _refuse_overwrite(paths, force: bool) -> None:
+    existing = [str(p) for p in paths if p.exists()]
+    if existing and not force:
+        raise DataError(f"{', '.join(existing)} exist already; pass --force to overwrite them")
 
 
 def _dense(labels: list[int]) -> dict[int, int]:
@@ -110,17 +116,13 @@ def prepare_fgvc(name: str, raw: Path, out: Path | None = None, seed: int = 0, f
     if not raw.is_dir():
         raise DataError(f"--raw {raw} is not a folder")
     targets = {s: out / f"{s}.json" for s in ("train", "val", "test")}
-    existing = [str(p) for p in targets.values() if p.exists()]
-    if existing and not force:
-        raise DataError(f"{', '.join(existing)} exist already; pass --force to overwrite them")
+    _refuse_overwrite(targets.values(), force)
     splits = FGVC_READERS[name](raw)
     if "val" not in splits:
         splits["train"], splits["val"] = carve_val(splits["train"], VAL_FRACTION, seed)
-    out.mkdir(parents=True, exist_ok=True)
     for split, path in targets.items():
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(dict(splits[split]), indent=0))
-        os.replace(tmp, path)
+        text = json.dumps(dict(splits[split]), indent=0)
+        write_atomically(path, lambda tmp: tmp.write_text(text))
     return {split: len(splits[split]) for split in ("train", "val", "test")}
 
 
@@ -170,9 +172,7 @@ def prepare_vtab(name: str, raw: Path, out: Path, seed: int = 0, force: bool = F
                         f"{', '.join(VTAB_SOURCES)}. For the others use the community vtab-1k folders.")
     out = Path(out)
     lists = {s: out / f"{s}.txt" for s in ("train800", "val200", "train800val200", "test")}
-    existing = [str(p) for p in lists.values() if p.exists()]
-    if existing and not force:
-        raise DataError(f"{', '.join(existing)} exist already; pass --force to overwrite them")
+    _refuse_overwrite(lists.values(), force)
     builder, splits = VTAB_SOURCES[name]
     rng = np.random.default_rng(seed)
     pools = {ours: _load(builder, Path(raw), official, name) for ours, official in splits.items()}
@@ -207,7 +207,6 @@ def prepare_vtab(name: str, raw: Path, out: Path, seed: int = 0, force: bool = F
         written[split] = rows
     written["train800val200"] = written["train800"] + written["val200"]
     for split, path in lists.items():
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text("\n".join(written[split]) + "\n")
-        os.replace(tmp, path)
+        text = "\n".join(written[split]) + "\n"
+        write_atomically(path, lambda tmp: tmp.write_text(text))
     return {split: len(rows) for split, rows in written.items()}

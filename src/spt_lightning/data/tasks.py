@@ -55,9 +55,12 @@ SPLIT_FILES = {
     "fgvc": {"train": "train.json", "val": "val.json", "test": "test.json"},
     "vtab": {"train": "train800.txt", "val": "val200.txt", "test": "test.txt"},
 }
+SPLIT_READERS: dict[str, Callable[[Path], list[tuple[str, int]]]] = {"fgvc": read_json_split, "vtab": read_txt_split}
 
 
-def _split_files(reader: Callable[[Path], list], names: dict[str, str]):
+def _split_files(kind: str):
+    reader, names = SPLIT_READERS[kind], SPLIT_FILES[kind]
+
     def build(task, transforms) -> dict[str, Dataset]:
         root = require_data_dir(task)
         image_dir = root / task.get("image_dir", "")
@@ -117,8 +120,8 @@ BUILDERS: dict[str, Callable[[dict, dict], dict[str, Dataset]]] = {
     "folder": _image_folders,
     "animal_mnist": _animal_mnist,
     "synthetic": _synthetic,
-    "fgvc": _split_files(read_json_split, SPLIT_FILES["fgvc"]),
-    "vtab": _split_files(read_txt_split, SPLIT_FILES["vtab"]),
+    "fgvc": _split_files("fgvc"),
+    "vtab": _split_files("vtab"),
 }
 
 

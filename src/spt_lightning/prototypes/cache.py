@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
+
+from ..files import write_atomically
 
 
 def weights_fingerprint(module: nn.Module, skip: tuple[str, ...] = ()) -> str:
@@ -33,7 +34,4 @@ def load(path: Path) -> dict[str, Any] | None:
 
 
 def save(path: Path, entry: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    torch.save(entry, tmp)
-    os.replace(tmp, path)  # atomic: a concurrent sweep job never reads half a file
+    write_atomically(path, lambda tmp: torch.save(entry, tmp))
