@@ -105,6 +105,13 @@ def load_pretrained(model: VisionTransformer, file: str | Path, format: str = "t
     if not isinstance(checkpoint, dict):
         raise BackboneError(f"{path} holds a {type(checkpoint).__name__}, not a state dict")
     state_dict = adapt_state_dict(extract_state_dict(checkpoint, path, format), model)
+    own = model.state_dict()
+    wrong = [f"{k} {tuple(v.shape)} here {tuple(own[k].shape)}" for k, v in state_dict.items()
+             if k in own and v.shape != own[k].shape]
+    if wrong:
+        arch = (model.pretrained_cfg or {}).get("architecture", type(model).__name__)
+        raise BackboneError(f"{path} does not fit backbone.arch={arch}: {len(wrong)} tensor shapes differ (e.g. "
+                            f"{'; '.join(wrong[:3])}). Choose the backbone= these weights were saved from.")
     result = model.load_state_dict(state_dict, strict=False)
     head = {f"head.{n}" for n, _ in model.head.named_parameters()}
     missing = [k for k in result.missing_keys if k not in head]

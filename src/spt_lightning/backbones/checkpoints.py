@@ -19,13 +19,15 @@ import torch
 from timm.layers import resample_abs_pos_embed
 from timm.models.vision_transformer import VisionTransformer
 
+from ..errors import SptError
+
 FORMATS = ("timm", "mae", "mocov3")
 MOCO_PREFIX = "module.base_encoder."
 # Parts of pretraining models that a frozen backbone never uses.
 _PRETRAINING_ONLY = ("head.", "decoder", "mask_token", "momentum_encoder.", "predictor.")
 
 
-class BackboneError(RuntimeError):
+class BackboneError(SptError, RuntimeError):
     """A backbone or its checkpoint cannot be built or loaded as asked; the message says how to fix it."""
 
 

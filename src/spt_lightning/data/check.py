@@ -8,7 +8,7 @@ from typing import Any
 from PIL import Image
 
 from .datasets import DataError
-from .tasks import SPLIT_FILES, SPLIT_READERS, require_data_dir
+from .tasks import SPLIT_FILES, SPLIT_READERS, SPLITS, folder_items, require_data_dir
 
 
 def _readable(path: Path) -> str | None:
@@ -24,14 +24,7 @@ def check_task(task: dict[str, Any]) -> dict[str, Any]:
     """Counts per split and a list of problems (each names a file and what is wrong with it)."""
     root = require_data_dir(task)
     if task["kind"] == "folder":
-        lists = {}
-        for split in ("train", "val", "test"):
-            folder = root / split
-            if not folder.is_dir():
-                lists[split] = None
-                continue
-            classes = sorted(p.name for p in folder.iterdir() if p.is_dir())
-            lists[split] = [(str(f.relative_to(root)), i) for i, c in enumerate(classes) for f in sorted((folder / c).iterdir())]
+        lists = {s: folder_items(root, s)[1] if (root / s).is_dir() else None for s in SPLITS}
         image_dir, num_classes = root, task.get("num_classes") or 10**9
         files = {s: root / s for s in lists}
     elif task["kind"] in SPLIT_READERS:
@@ -49,6 +42,8 @@ def check_task(task: dict[str, Any]) -> dict[str, Any]:
             problems.append(f"missing: {files[split]}")
             continue
         counts[split] = len(items)
+        if not items:
+            problems.append(f"empty split: {files[split]} lists no images")
         for rel, label in items:
             path = image_dir / rel
             if not 0 <= label < num_classes:

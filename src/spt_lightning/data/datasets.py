@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import bisect
 import gzip
+import hashlib
 import json
 import logging
 import pickle
@@ -13,12 +15,14 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import Dataset, default_collate
+from torch.utils.data import ConcatDataset, Dataset, Subset, TensorDataset, default_collate
+
+from ..errors import SptError
 
 log = logging.getLogger(__name__)
 
 
-class DataError(RuntimeError):
+class DataError(SptError, RuntimeError):
     """A dataset folder, split file or image is missing or wrong; the message says how to fix it."""
 
 
@@ -30,6 +34,9 @@ class ArrayDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    def item_key(self, i: int) -> bytes:
+        return hashlib.blake2b(self.images[i].tobytes() + bytes(str(self.labels[i]), "ascii"), digest_size=16).digest()
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         image = Image.fromarray(self.images[i])
@@ -51,6 +58,10 @@ class FileListDataset(Dataset):
     def __len__(self) -> int:
         return len(self.items)
 
+    def item_key(self, i: int) -> bytes:
+        rel, label = self.items[i]
+        return f"{self.image_dir / rel}\t{label}\n".encode()
+
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int] | None:
         rel, label = self.items[i]
         path = self.image_dir / rel
@@ -67,22 +78,55 @@ class FileListDataset(Dataset):
 
 
 def collate_skipping_none(batch: list) -> Any:
-    """Default collation of the items that are not ``None`` (skipped corrupt images)."""
-    return default_collate([item for item in batch if item is not None])
+    """Default collation of the items that are not ``None`` (skipped corrupt images); ``None`` when
+    every item of the batch was skipped (the steps skip such a batch)."""
+    items = [item for item in batch if item is not None]
+    return default_collate(items) if items else None
+
+
+def content_digest(dataset: Dataset) -> str:
+    """A digest of exactly which items a dataset yields, in order: (file, label) for images on disk,
+    (image bytes, label) for arrays in memory. Subsets and concatenations are followed to their items."""
+    digest = hashlib.blake2b(digest_size=16)
+    for key in _item_keys(dataset, range(len(dataset))):
+        digest.update(key)
+    return digest.hexdigest()
+
+
+def _item_keys(dataset: Dataset, indices):
+    if isinstance(dataset, Subset):
+        yield from _item_keys(dataset.dataset, [dataset.indices[i] for i in indices])
+    elif isinstance(dataset, ConcatDataset):
+        for i in indices:
+            part = bisect.bisect_right(dataset.cumulative_sizes, i)
+            offset = dataset.cumulative_sizes[part - 1] if part else 0
+            yield from _item_keys(dataset.datasets[part], [i - offset])
+    elif isinstance(dataset, TensorDataset):
+        yield from (b"".join(t[i].numpy().tobytes() for t in dataset.tensors) for i in indices)
+    else:
+        yield from (dataset.item_key(i) for i in indices)
 
 
 def read_json_split(path: Path) -> list[tuple[str, int]]:
     """VPT-style FGVC split: ``{"relative/path.jpg": class_id}``."""
-    return [(rel, int(label)) for rel, label in json.loads(path.read_text()).items()]
+    try:
+        return [(rel, int(label)) for rel, label in json.loads(path.read_text()).items()]
+    except (ValueError, TypeError, AttributeError) as err:
+        raise DataError(f"{path} is not a split file of the form {{\"relative/path.jpg\": class_id}}: {err}. "
+                        f"`python -m spt_lightning.data prepare` writes it.") from err
 
 
 def read_txt_split(path: Path) -> list[tuple[str, int]]:
     """VTAB-1k split list: one ``relative/path label`` per line."""
     items = []
-    for line in path.read_text().splitlines():
-        if line.strip():
-            rel, label = line.rsplit(maxsplit=1)
-            items.append((rel, int(label)))
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        parts = line.rsplit(maxsplit=1)
+        if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
+            raise DataError(f"{path}, line {number}: expected 'relative/path label', got {line.strip()!r}. "
+                            f"Fix the line or write the lists again with `python -m spt_lightning.data prepare`.")
+        items.append((parts[0], int(parts[1])))
     return items
 
 

@@ -71,6 +71,9 @@ def _split_files(kind: str):
                 raise DataError(f"split file missing: {path}. Task {task['name']} expects {sorted(names.values())} "
                                 f"in {root}; `python -m spt_lightning.data prepare {task['name']} --raw DIR` writes them.")
             items = reader(path)
+            if not items:
+                raise DataError(f"{path} lists no images: split '{split}' of task {task['name']} is empty. "
+                                f"Write it again with `python -m spt_lightning.data prepare {task['name']}`.")
             bad = next(((rel, y) for rel, y in items if not 0 <= y < task["num_classes"]), None)
             if bad is not None:
                 raise DataError(f"{path}: label {bad[1]} of {bad[0]} is outside 0..{task['num_classes'] - 1} "
@@ -92,18 +95,34 @@ def require_data_dir(task: dict[str, Any]) -> Path:
     return root
 
 
-def _image_folders(task, transforms) -> dict[str, Dataset]:
-    from torchvision.datasets import ImageFolder
+def folder_items(root: Path, split: str) -> tuple[list[str], list[tuple[str, int]]]:
+    """Class names and ``(split/class/file, label)`` items of one split of an ImageFolder-style tree."""
+    from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
+    try:
+        classes, class_to_idx = find_classes(str(root / split))
+        samples = make_dataset(str(root / split), class_to_idx, IMG_EXTENSIONS, allow_empty=True)
+    except FileNotFoundError as err:
+        raise DataError(f"{root / split}: {err}. task=folder expects train/, val/ and test/ under task.data_dir, "
+                        f"each with one sub-folder per class") from err
+    return classes, [(str(Path(path).relative_to(root)), label) for path, label in samples]
+
+
+def _image_folders(task, transforms) -> dict[str, Dataset]:
     root = require_data_dir(task)
     missing = [s for s in SPLITS if not (root / s).is_dir()]
     if missing:
         raise DataError(f"{root} lacks {', '.join(f'{s}/' for s in missing)}: task=folder expects train/, val/ "
                         f"and test/ under task.data_dir, each with one sub-folder per class")
-    out = {s: ImageFolder(str(root / s), transform=transforms[s]) for s in SPLITS}
+    classes, out = {}, {}
+    for s in SPLITS:
+        classes[s], items = folder_items(root, s)
+        if not items:
+            raise DataError(f"{root / s} holds no images in class sub-folders (split '{s}' of task=folder)")
+        out[s] = FileListDataset(root, items, transforms[s], skip_corrupt=task.get("skip_corrupt", False))
     for s in ("val", "test"):
-        if out[s].classes != out["train"].classes:
-            raise DataError(f"{root / s} has classes {out[s].classes[:5]}..., train/ has {out['train'].classes[:5]}...: "
+        if classes[s] != classes["train"]:
+            raise DataError(f"{root / s} has classes {classes[s][:5]}..., train/ has {classes['train'][:5]}...: "
                             f"every split needs the same class folders")
     return out
 

@@ -7,12 +7,13 @@ import math
 import numpy as np
 import torch
 
+from ..errors import SptError
 from .capture import TokenReservoir, WindowPool
 
 STRATEGIES = ("kmeans", "random", "mean_pool", "max_pool", "xavier")
 
 
-class PrototypeError(ValueError):
+class PrototypeError(SptError, ValueError):
     """Prototypes cannot be computed as configured; the message says what to change."""
 
 
