@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,8 @@ import torch
 from torch import nn
 
 from ..files import write_atomically
+
+log = logging.getLogger(__name__)
 
 
 def weights_fingerprint(module: nn.Module, skip: tuple[str, ...] = ()) -> str:
@@ -30,8 +33,23 @@ def cache_key(parts: dict[str, Any]) -> str:
 
 
 def load(path: Path) -> dict[str, Any] | None:
-    return torch.load(path, map_location="cpu", weights_only=True) if path.is_file() else None
+    """The cached entry, or ``None`` when there is none or it cannot be read (a warned miss)."""
+    if not path.is_file():
+        return None
+    try:
+        entry = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(entry, dict) or not isinstance(entry.get("prompts"), torch.Tensor) or "stats" not in entry:
+            raise ValueError("not a prototype cache entry")
+        return entry
+    except Exception as err:  # truncated, garbage, written by something else
+        log.warning("Prototype cache entry %s is unreadable (%s): computing the prototypes again", path, err)
+        return None
 
 
 def save(path: Path, entry: dict[str, Any]) -> None:
-    write_atomically(path, lambda tmp: torch.save(entry, tmp))
+    """Store ``entry``; a cache that cannot be written costs the next run a data pass, not this run."""
+    try:
+        write_atomically(path, lambda tmp: torch.save(entry, tmp))
+    except OSError as err:
+        log.warning("Prototype cache %s cannot be written (%s); going on without caching. Set init.cache_dir "
+                    "to a writable folder, or init.cache_dir=null to turn the cache off.", path.parent, err)

@@ -12,9 +12,10 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
+from ..data.datasets import content_digest
 from . import cache
 from .capture import capture, storage_device
-from .strategies import kmeans_gpu, make_collector, needs_data, prototypes
+from .strategies import PrototypeError, kmeans_gpu, make_collector, needs_data, prototypes
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +50,14 @@ class PrototypeInit(Callback):
     ):
         needs_data(strategy)  # validates the name
         if not 0.0 < data_fraction <= 1.0:
-            raise ValueError(f"init.data_fraction must lie in (0, 1], got {data_fraction}")
+            raise PrototypeError(f"init.data_fraction must lie in (0, 1], got {data_fraction}")
         if max_tokens_per_layer <= 0:
-            raise ValueError(f"init.max_tokens_per_layer must be > 0, got {max_tokens_per_layer}")
+            raise PrototypeError(f"init.max_tokens_per_layer must be > 0, got {max_tokens_per_layer}")
+        if kmeans_iters < 1:
+            raise PrototypeError(f"init.kmeans_iters={kmeans_iters}: k-means needs at least one iteration (default 20)")
+        # What determines the prototypes besides the data and the model (part of the cache key).
+        self.settings = {"strategy": strategy, "max_tokens_per_layer": max_tokens_per_layer,
+                         "data_fraction": data_fraction, "kmeans_iters": kmeans_iters, "seed": seed}
         self.strategy, self.max_tokens, self.data_fraction = strategy, max_tokens_per_layer, data_fraction
         self.kmeans_iters, self.seed, self.batch_size = kmeans_iters, seed, batch_size
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir else None
@@ -83,33 +89,29 @@ class PrototypeInit(Callback):
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=0)
 
-    def _key(self, trainer: L.Trainer, pl_module: L.LightningModule) -> str:
+    def _key(self, trainer: L.Trainer, pl_module: L.LightningModule, loader) -> str:
+        """Everything the prototypes depend on: the exact items the pass reads (not the config keys that
+        chose them: protocol, fraction, split files), their transform, the weights and the settings."""
         dm, model = trainer.datamodule, pl_module.model
         return cache.cache_key({
+            "items": content_digest(loader.dataset),
+            "transform": repr(dm.transforms(train=False)),
             "backbone": type(model.vit).__name__,
             "weights": cache.weights_fingerprint(model.vit, skip=("head.",)),
-            "task": dm.task,
-            "split": "train",
-            "transform": repr(dm.transforms(train=False)),
-            "img_size": dm.img_size,
             "layers": model.prompts.num_layers,
             "length": model.prompts.length,
-            "strategy": self.strategy,
-            "seed": self.seed,
-            "data_fraction": self.data_fraction,
-            "max_tokens_per_layer": self.max_tokens,
-            "kmeans_iters": self.kmeans_iters,
+            **self.settings,
             "precision": str(trainer.precision),
             "attention": model.attention,  # fused and eager kernels round differently in bf16
         })
 
     def _compute(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
         model = pl_module.model
-        path = self.cache_dir / f"{self._key(trainer, pl_module)}.pt" if self.cache_dir else None
+        loader = trainer.datamodule.prototype_dataloader(self.data_fraction, self.seed, self.batch_size)
+        path = self.cache_dir / f"{self._key(trainer, pl_module, loader)}.pt" if self.cache_dir else None
         if path is not None and (hit := cache.load(path)) is not None:
             log.info("Prototype cache hit: %s (no data pass)", path)
             return {"prompts": hit["prompts"], "stats": {**hit["stats"], "cache": "hit"}}
-        loader = trainer.datamodule.prototype_dataloader(self.data_fraction, self.seed, self.batch_size)
         device, num_layers = pl_module.device, model.prompts.num_layers
         held = min(2 * self.max_tokens, len(loader.dataset) * model.vit.patch_embed.num_patches)
         storage = storage_device(device, num_layers, held, model.vit.embed_dim)
@@ -119,7 +121,7 @@ class PrototypeInit(Callback):
             for _ in range(num_layers)
         ]
         started = time.perf_counter()
-        capture(model, (x.to(device, non_blocking=True) for x, _ in loader), collectors,
+        capture(model, (batch[0].to(device, non_blocking=True) for batch in loader if batch is not None), collectors,
                 trainer.precision_plugin.forward_context)
         if device.type == "cuda":
             torch.cuda.synchronize(device)  # the pass is asynchronous when the tokens stay on the GPU
