@@ -10,9 +10,9 @@ from lightning.pytorch.callbacks import Callback
 
 
 class TrainableEMA(Callback):
-    """An EMA of the parameters that train. Validation runs on the average, and checkpoints store it
-    as the model weights, so the epoch chosen on validation is tested with the weights that were
-    validated. Training steps the raw values, which the checkpoint keeps beside for resuming.
+    """An EMA of the parameters that train. Validation runs on the average, checkpoints store it as the
+    model weights, and the module holds it once fitting ends, so the test (of the epoch chosen on
+    validation, or of the last epoch) sees the weights that were validated. Training steps the raw values, which the checkpoint keeps beside for resuming.
 
     Unlike Lightning's ``EMAWeightAveraging`` it copies and updates only the trainable tensors (a few
     hundred thousand for prompt tuning) instead of the whole frozen backbone.
@@ -57,6 +57,12 @@ class TrainableEMA(Callback):
         if self._raw is not None:
             self._copy(self._raw, self._params)
             self._raw = None
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        # Training is over: what follows (the test of the last epoch under data.protocol=final, or any
+        # use of the module) sees the average, as validation and the checkpoints do.
+        if self.average is not None:
+            self._copy(self.average, self._params)
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
         for name, value in zip(self._names, self.average or []):

@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import math
+import random
 from collections.abc import Callable
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
+from .errors import SptError
 from .models import PromptedViT, attention_kernel
+
+
+class TrainingError(SptError):
+    """Training cannot go on as configured (a non-finite loss, a checkpoint that does not fit)."""
 
 
 def warmup_cosine(step: int, warmup_steps: int, total_steps: int) -> float:
@@ -21,6 +28,23 @@ def warmup_cosine(step: int, warmup_steps: int, total_steps: int) -> float:
         return (step + 1) / warmup_steps
     progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def rng_states() -> dict[str, Any]:
+    """The global random states (torch, CUDA, NumPy, Python) in types that ``torch.load(weights_only=True)`` reads."""
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "numpy": [name, keys.tolist(), pos, has_gauss, gauss], "python": random.getstate()}
+
+
+def set_rng_states(states: dict[str, Any]) -> None:
+    torch.set_rng_state(states["torch"])
+    if states["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+    name, keys, pos, has_gauss, gauss = states["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss))
+    version, state, python_gauss = states["python"]
+    random.setstate((version, tuple(state), python_gauss))
 
 
 class PromptTuningModule(L.LightningModule):
@@ -63,6 +87,7 @@ class PromptTuningModule(L.LightningModule):
         self.compile_model = compile
         # Checkpoints hold only trainable tensors; the frozen backbone comes from its pretrained source.
         self.strict_loading = False
+        self._resumed_rng: dict[str, Any] | None = None
         top5 = min(5, num_classes)
         self.metrics = nn.ModuleDict(
             {
@@ -99,6 +124,12 @@ class PromptTuningModule(L.LightningModule):
         )
         return {"learnable": learnable, "learnable_without_head": learnable - head, "backbone": backbone}
 
+    def _decays(self, name: str, param: nn.Parameter) -> bool:
+        """Weight decay for matrices (and the prompts); not for biases, norms, nor what timm's
+        ``no_weight_decay()`` exempts (position embedding, cls and register tokens)."""
+        exempt = {f"vit.{n}" for n in self.model.vit.no_weight_decay()}
+        return param.ndim > 1 and not name.endswith(".bias") and name not in exempt
+
     def configure_optimizers(self) -> dict[str, Any]:
         base_lr = self.optimizer_factory.keywords.get("lr", 1e-3)
         base_wd = self.optimizer_factory.keywords.get("weight_decay", 0.0)
@@ -107,8 +138,8 @@ class PromptTuningModule(L.LightningModule):
             opts = dict(self.group_options.get(name) or {})
             lr = base_lr * opts.pop("lr_scale", 1.0)
             wd = opts.pop("weight_decay", base_wd)
-            decay = [p for n, p in params if p.ndim > 1 and not n.endswith(".bias")]
-            no_decay = [p for n, p in params if not (p.ndim > 1 and not n.endswith(".bias"))]
+            decay = [p for n, p in params if self._decays(n, p)]
+            no_decay = [p for n, p in params if not self._decays(n, p)]
             # NOTE: prompt embeddings are one 3-D tensor: they decay with the prompts group's weight decay.
             groups += [
                 {"params": ps, "lr": lr, "weight_decay": w, "name": f"{name}{suffix}", **opts}
@@ -125,13 +156,24 @@ class PromptTuningModule(L.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
 
-    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor | None:
+        if batch is None:  # every image of the batch was unreadable and skipped (data.skip_corrupt)
+            return None
         x, y = batch
         loss = F.cross_entropy(self(x), y)
+        if not torch.isfinite(loss):
+            lrs = sorted({f"{g['lr']:.3g}" for g in self.optimizers().param_groups})
+            raise TrainingError(
+                f"the training loss is {loss.item()} at step {self.global_step} (epoch {self.current_epoch}, "
+                f"learning rate {', '.join(lrs)}): training diverged. Lower optim.optimizer.lr "
+                f"(now {self.optimizer_factory.keywords.get('lr')}) or check the data."
+            )
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(y))
         return loss
 
     def _eval_step(self, split: str, batch) -> None:
+        if batch is None:
+            return
         x, y = batch
         logits = self(x)
         self.log(f"{split}/loss", F.cross_entropy(logits, y), sync_dist=True, batch_size=len(y))
@@ -153,12 +195,30 @@ class PromptTuningModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         keep = self._trainable_keys()
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
+        # The random state at the end of this epoch: a resumed run draws what an uninterrupted one would
+        # (prompt dropout, augmentations in the main process). Lightning keeps none outside its fault-tolerant mode.
+        checkpoint["rng_states"] = rng_states()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # strict_loading is off (the backbone is not in the file), so check the trainable part by hand.
-        missing = sorted(self._trainable_keys() - checkpoint["state_dict"].keys())
-        if missing:
-            raise ValueError(
-                f"the checkpoint lacks {len(missing)} trainable tensors of this model (e.g. {missing[:3]}): "
-                f"it was written for another method or prompt configuration"
+        source = getattr(self._trainer, "ckpt_path", None) or "the checkpoint"
+        state = checkpoint["state_dict"]
+        own = dict(self.named_parameters())
+        missing = sorted(self._trainable_keys() - state.keys())
+        wrong = [f"{k} {tuple(state[k].shape)} here {tuple(own[k].shape)}" for k in sorted(self._trainable_keys() & state.keys())
+                 if state[k].shape != own[k].shape]
+        if missing or wrong:
+            raise TrainingError(
+                f"{source} does not fit this model: "
+                + (f"it lacks {len(missing)} trainable tensors (e.g. {missing[:3]}); " if missing else "")
+                + (f"shapes differ: {'; '.join(wrong[:3])}; " if wrong else "")
+                + "it was written for another method, prompt length or task. Resume with the settings it was "
+                  "written with, or start a new run (resume=never, or another run folder)."
             )
+        self._resumed_rng = checkpoint.get("rng_states")
+
+    def on_train_start(self) -> None:
+        # NOTE: here, not in on_load_checkpoint: the sanity check between the two draws random numbers too.
+        if self._resumed_rng is not None:
+            set_rng_states(self._resumed_rng)
+            self._resumed_rng = None

@@ -8,7 +8,8 @@ from typing import Any
 
 import lightning as L
 import torch
-from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+from torch.utils.data import ConcatDataset, DataLoader, Dataset, RandomSampler, Subset
 
 from .datasets import collate_skipping_none
 from .tasks import build_datasets
@@ -16,6 +17,33 @@ from .transforms import build_transforms
 
 
 PROTOCOLS = ("select", "tune", "final")
+
+
+class EpochShuffle(RandomSampler):
+    """A fresh permutation each epoch that depends on ``(seed, epoch)`` only, so a run resumed at epoch k
+    draws the same order as an uninterrupted one.
+
+    ``generator`` is the loader's: it draws the worker seeds (and so the random augmentations), and is
+    re-seeded from ``(seed, epoch)`` too; it starts at the epoch the run starts from, since Lightning
+    creates a resumed run's first iterator before it calls :meth:`set_epoch`. Under DDP Lightning
+    replaces this sampler by its own ``DistributedSampler``, which is seeded by epoch too.
+    """
+
+    def __init__(self, data_source: Dataset, seed: int, epoch: int = 0):
+        super().__init__(data_source, generator=torch.Generator())
+        self.seed = seed
+        self.set_epoch(epoch)
+
+    def _seed(self) -> int:
+        return self.seed * 1_000_003 + self.epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.generator.manual_seed(self._seed())
+
+    def __iter__(self):
+        order = torch.randperm(len(self.data_source), generator=torch.Generator().manual_seed(self._seed()))
+        yield from order.tolist()
 
 
 class TaskDataModule(L.LightningDataModule):
@@ -90,13 +118,14 @@ class TaskDataModule(L.LightningDataModule):
     def prototype_dataloader(self, fraction: float = 1.0, seed: int = 0, batch_size: int | None = None) -> DataLoader:
         """The training set with **eval** transforms, in a fixed order (a seeded ``fraction`` of it)."""
         dataset = _seeded_subset(self.training_set(self.transforms(train=False)), fraction, seed)
-        return self._loader(dataset, shuffle=False, batch_size=batch_size, persistent=False)
+        return self._loader(dataset, batch_size=batch_size, persistent=False)
 
-    def _loader(self, dataset: Dataset, shuffle: bool, batch_size: int | None = None, persistent: bool = True) -> DataLoader:
+    def _loader(self, dataset: Dataset, sampler=None, batch_size: int | None = None, persistent: bool = True) -> DataLoader:
         return DataLoader(
             dataset,
             batch_size=batch_size or self.batch_size,
-            shuffle=shuffle,
+            sampler=sampler,
+            generator=getattr(sampler, "generator", None),
             drop_last=False,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory and torch.cuda.is_available(),
@@ -105,13 +134,26 @@ class TaskDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.training_set(self.transforms(train=True)), shuffle=True)
+        dataset = self.training_set(self.transforms(train=True))
+        # NOTE: workers start afresh each epoch, seeded from (seed, epoch): persistent workers would carry
+        # their random state across epochs, which a resumed run cannot restore.
+        epoch = self.trainer.current_epoch if self.trainer is not None else 0
+        return self._loader(dataset, EpochShuffle(dataset, self.seed, epoch), persistent=False)
+
+    def _eval_loader(self, dataset: Dataset) -> DataLoader:
+        # Under DDP each rank scores its own share once: Lightning's default sampler would pad the
+        # shares to equal length with duplicates, which val/test accuracy would count.
+        trainer = getattr(self, "trainer", None)
+        sampler = None
+        if trainer is not None and trainer.world_size > 1:
+            sampler = UnrepeatedDistributedSampler(dataset, trainer.world_size, trainer.global_rank, shuffle=False)
+        return self._loader(dataset, sampler)
 
     def val_dataloader(self) -> DataLoader | list:
-        return self._loader(self.splits["val"], shuffle=False) if self.has_val else []
+        return self._eval_loader(self.splits["val"]) if self.has_val else []
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self.splits["test"], shuffle=False)
+        return self._eval_loader(self.splits["test"])
 
 
 def _with_transform(dataset: Dataset, transform) -> Dataset:
