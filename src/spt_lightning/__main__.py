@@ -3,29 +3,64 @@
 from __future__ import annotations
 
 import logging
+import sys
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from .train import record_failure, train
+from .config import check_overrides
+from .errors import SptError
+from .results import exit_code, interrupted, record_outcome
+from .runs import RunFolderError
+from .train import train
 
 log = logging.getLogger(__name__)
 
 
+def _traceback_to_log_file(error: BaseException) -> None:
+    """The traceback goes to the run's log file only; the terminal gets the message."""
+    record = logging.LogRecord(__name__, logging.ERROR, __file__, 0, "run stopped", None,
+                               (type(error), error, error.__traceback__))
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
+
+
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
-def main(cfg: DictConfig) -> float | None:
+def run(cfg: DictConfig) -> float | None:
     try:
         results = train(cfg)
-    except Exception as err:
-        record_failure(cfg, err)
-        if HydraConfig.get().mode == RunMode.MULTIRUN:  # one failed job must not stop the sweep
-            log.exception("job failed; recorded in %s/results.json, the sweep goes on", cfg.paths.output_dir)
-            return None
-        raise
+    except BaseException as error:
+        record_outcome(cfg, error)
+        if not isinstance(error, RunFolderError):  # a refused folder's log file stays as it was
+            _traceback_to_log_file(error)
+        where = f"{cfg.paths.output_dir}/results.json"
+        if interrupted(error):
+            print(f"interrupted ({type(error).__name__}): recorded in {where}; continue with "
+                  f"resume={cfg.paths.output_dir}", file=sys.stderr, flush=True)
+            sys.exit(exit_code(error))
+        if not isinstance(error, SptError):
+            raise
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            # Hydra runs every other job, then exits non-zero with this message.
+            raise SptError(f"{error} (recorded in {where})") from None
+        print(f"error: {error}", file=sys.stderr, flush=True)
+        sys.exit(1)
     # The value a Hydra sweeper optimises: validation accuracy of the selected epoch.
     return results["selection"]["val_acc1"]
+
+
+def main() -> None:
+    from hydra._internal.utils import get_args_parser
+
+    try:
+        check_overrides(get_args_parser().parse_known_args(sys.argv[1:])[0].overrides)
+    except SptError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    run()
 
 
 if __name__ == "__main__":

@@ -1,39 +1,130 @@
-"""Checks on a composed config that must fail before any work is done."""
+"""Checks on the command line and the composed config that must fail before any work is done."""
 
 from __future__ import annotations
 
-from omegaconf import DictConfig
+import difflib
+from importlib.resources import files
+from typing import Any
 
+from omegaconf import DictConfig, OmegaConf
+
+from .errors import SptError
 from .models import ATTENTION_KERNELS
 from .prototypes.strategies import STRATEGIES
 
 
-class ConfigError(ValueError):
+class ConfigError(SptError, ValueError):
     """A config value is out of its valid range; the message names the key and how to fix it."""
 
 
+def _number(cfg: DictConfig, key: str, kind: type, minimum: float, hint: str = "") -> Any:
+    value = OmegaConf.select(cfg, key)
+    ok = isinstance(value, (int, float) if kind is float else int) and not isinstance(value, bool)
+    if not ok or value < minimum:
+        raise ConfigError(f"{key}={value!r}: expected {'a number' if kind is float else 'an integer'} "
+                          f">= {minimum}{hint}")
+    return value
+
+
 def check_config(cfg: DictConfig) -> None:
-    if cfg.method.prompted and cfg.prompt.length <= 0:
-        raise ConfigError(
-            f"prompt.length={cfg.prompt.length}: method={cfg.method.name} needs at least one prompt token "
-            f"per layer. Set prompt.length to a positive number (the paper uses 1-200), or use method=linear."
-        )
-    if cfg.method.prompted and cfg.prompt.init not in STRATEGIES:
-        raise ConfigError(f"prompt.init={cfg.prompt.init} is unknown; choose one of {', '.join(STRATEGIES)}")
+    if cfg.method.prompted:
+        _number(cfg, "prompt.length", int, 1, f": method={cfg.method.name} needs at least one prompt token per "
+                f"layer. Set prompt.length to a positive number (the paper uses 1-200), or use method=linear.")
+        if cfg.prompt.init not in STRATEGIES:
+            raise ConfigError(f"prompt.init={cfg.prompt.init} is unknown; choose one of {', '.join(STRATEGIES)}")
     if cfg.attention not in ("auto", *ATTENTION_KERNELS):
         raise ConfigError(f"attention={cfg.attention} is unknown; choose auto, {', '.join(ATTENTION_KERNELS)}")
-    if not 0.0 < cfg.init.data_fraction <= 1.0:
+    if OmegaConf.is_missing(cfg.task, "data_dir"):
+        raise ConfigError(f"task={cfg.task.name} needs its folder: pass task.data_dir=/path/to/images "
+                          f"(train/, val/ and test/ inside, one sub-folder per class)")
+    _number(cfg, "trainer.max_epochs", int, 1, ": training needs at least one epoch")
+    _number(cfg, "data.batch_size", int, 1)
+    _number(cfg, "init.kmeans_iters", int, 1, " (default 20)")
+    _number(cfg, "init.max_tokens_per_layer", int, 1)
+    if not 0.0 < _number(cfg, "init.data_fraction", float, 0) <= 1.0:
         raise ConfigError(f"init.data_fraction={cfg.init.data_fraction} must lie in (0, 1]")
-    if cfg.init.max_tokens_per_layer <= 0:
-        raise ConfigError(f"init.max_tokens_per_layer={cfg.init.max_tokens_per_layer} must be positive")
-    if cfg.prompt.dropout < 0 or cfg.prompt.dropout >= 1:
+    if not 0 <= _number(cfg, "prompt.dropout", float, 0) < 1:
         raise ConfigError(f"prompt.dropout={cfg.prompt.dropout} must lie in [0, 1)")
     lr = cfg.optim.optimizer.lr
-    if lr is None or lr <= 0:
-        raise ConfigError(f"optim.optimizer.lr={lr}: the learning rate must be positive")
+    if not isinstance(lr, (int, float)) or lr <= 0:
+        raise ConfigError(f"optim.optimizer.lr={lr}: the learning rate must be a positive number")
     for group, opts in (cfg.optim.param_groups or {}).items():
-        scale = (opts or {}).get("lr_scale", 1.0)
-        if scale < 0:
-            raise ConfigError(f"optim.param_groups.{group}.lr_scale={scale} must be >= 0")
-    if cfg.optim.optimizer.get("weight_decay", 0.0) < 0:
-        raise ConfigError(f"optim.optimizer.weight_decay={cfg.optim.optimizer.weight_decay} must be >= 0")
+        if "lr_scale" in (opts or {}):
+            _number(cfg, f"optim.param_groups.{group}.lr_scale", float, 0)
+    if "weight_decay" in cfg.optim.optimizer:
+        _number(cfg, "optim.optimizer.weight_decay", float, 0)
+    if not isinstance(cfg.overwrite, bool):
+        raise ConfigError(f"overwrite={cfg.overwrite!r}: expected true or false")
+
+
+# ---- the command line, before Hydra composes it ------------------------------------------------
+def _group_options() -> dict[str, list[str]]:
+    """Config groups of the package and their options (``task`` → ``fgvc/cub``, ``vtab/dtd``, ...)."""
+    root = files("spt_lightning.conf")
+    options: dict[str, list[str]] = {}
+
+    def walk(node, group: str, prefix: str) -> None:
+        for child in node.iterdir():
+            if child.is_dir() and not child.name.startswith("_"):
+                walk(child, group, f"{prefix}{child.name}/")
+            elif child.name.endswith(".yaml"):
+                options[group].append(prefix + child.name.removesuffix(".yaml"))
+
+    for group in root.iterdir():
+        if group.is_dir() and not group.name.startswith(("_", "hydra")):
+            options[group.name] = []
+            walk(group, group.name, "")
+    return {g: sorted(o) for g, o in options.items()}
+
+
+def _keys(node: Any, prefix: str = "") -> list[str]:
+    if not isinstance(node, dict):
+        return []
+    return [k for key, value in node.items() for k in (f"{prefix}{key}", *_keys(value, f"{prefix}{key}."))]
+
+
+def _did_you_mean(word: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(word, choices, n=3, cutoff=0.6)
+    return f" Did you mean {' or '.join(close)}?" if close else ""
+
+
+def check_overrides(overrides: list[str]) -> None:
+    """Unknown config keys and group options, named with the nearest valid ones, before Hydra runs.
+
+    Hydra's own errors list only a group's top-level options (``task=fgvc/nope`` offers ``folder``)
+    and suggest ``+key=value`` for a typo, which would add a key nothing reads.
+    """
+    from hydra import compose, initialize_config_module
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except Exception:
+        return  # a syntax error: Hydra's own message says where
+    groups = _group_options()
+    choices, keys = [], []
+    for o in parsed:
+        name = o.key_or_group
+        if name.startswith("hydra") or o.is_delete() or o.is_add() or o.is_force_add():
+            continue
+        if name in groups:
+            values = list(o.sweep_string_iterator()) if o.is_sweep_override() else [o.get_value_element_as_str()]
+            for value in values:
+                if value != "null" and value not in groups[name]:
+                    raise ConfigError(f"{name}={value} is not an option of '{name}'.{_did_you_mean(value, groups[name])}"
+                                      f" Options: {', '.join(groups[name])}")
+            choices.append(f"{name}={values[0]}")
+        else:
+            keys.append(name)
+    if not keys:
+        return
+    try:
+        with initialize_config_module(version_base="1.3", config_module="spt_lightning.conf"):
+            known = _keys(OmegaConf.to_container(compose("train", overrides=choices)))
+    except Exception:
+        return  # composition fails for another reason: Hydra's message names it
+    for key in keys:
+        if key not in known:
+            raise ConfigError(f"{key} is not a config key.{_did_you_mean(key, known)} "
+                              f"(`python -m spt_lightning --cfg job` prints every key; +{key}=... would add a "
+                              f"new key that nothing reads.)")

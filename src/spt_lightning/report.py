@@ -12,9 +12,13 @@ import argparse
 import csv
 import json
 import statistics
+import sys
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
+
+from .errors import SptError
+from .runs import read_results
 
 FGVC = ["fgvc/cub", "fgvc/nabirds", "fgvc/flowers", "fgvc/dogs", "fgvc/cars"]
 VTAB = {
@@ -47,7 +51,7 @@ def load_runs(dirs: list[Path]) -> list[dict[str, Any]]:
     runs = []
     for d in dirs:
         for path in sorted(Path(d).rglob("results.json")):
-            run = json.loads(path.read_text())
+            run = read_results(path)
             run["path"] = str(path.parent)
             runs.append(run)
     return runs
@@ -106,7 +110,7 @@ def varying(settings) -> list[str]:
     return sorted(k for k, v in values.items() if len(v) > 1 and k not in shown and not k.startswith(implied))
 
 
-def markdown(settings, failed: list[dict]) -> str:
+def markdown(settings, unfinished: list[dict]) -> str:
     tasks = _task_order(settings)
     group_names = [g for g in next(iter(settings.values()))["groups"]] if settings else []
     extra = varying(settings)
@@ -123,8 +127,10 @@ def markdown(settings, failed: list[dict]) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     out = "Top-1 test accuracy (%), mean ± std over seeds. Group means need every task of the group.\n\n"
     out += "\n".join(lines) + "\n"
-    if failed:
-        out += f"\n{len(failed)} failed run(s):\n" + "".join(f"- {r['path']}: {r.get('error', '?')}\n" for r in failed)
+    for status in ("failed", "interrupted"):
+        runs = [r for r in unfinished if r.get("status") == status]
+        if runs:
+            out += f"\n{len(runs)} {status} run(s):\n" + "".join(f"- {r['path']}: {r.get('error', '?')}\n" for r in runs)
     return out
 
 
@@ -201,14 +207,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("dirs", nargs="+", type=Path, help="run or sweep folders (searched for results.json)")
     parser.add_argument("--out", type=Path, default=Path("report"), help="folder for report.md, report.csv, *.png")
     args = parser.parse_args(argv)
-    runs = load_runs(args.dirs)
+    try:
+        runs = load_runs(args.dirs)
+    except SptError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     if not runs:
         print(f"no results.json under {', '.join(map(str, args.dirs))}")
         return 1
-    failed = [r for r in runs if r.get("status") == "failed"]
+    unfinished = [r for r in runs if r.get("status") in ("failed", "interrupted")]
     settings = aggregate(runs)
     args.out.mkdir(parents=True, exist_ok=True)
-    text = markdown(settings, failed)
+    text = markdown(settings, unfinished)
     (args.out / "report.md").write_text(text)
     write_csv(settings, args.out / "report.csv")
     pngs = plots(settings, args.out)

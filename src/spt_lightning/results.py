@@ -1,8 +1,85 @@
-"""The one-screen summary printed at the end of a run."""
+"""``results.json``: what a run writes when it ends (finished, failed or interrupted), and its summary."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+from pathlib import Path
 from typing import Any
+
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+from omegaconf import DictConfig, OmegaConf
+
+from . import __version__
+from .files import write_atomically
+from .runs import RunFolderError, read_results
+
+
+def write_results(output_dir: Path, results: dict[str, Any]) -> None:
+    # atomic: a report over a sweep that is still running must never read half a file
+    write_atomically(Path(output_dir) / "results.json",
+                     lambda tmp: tmp.write_text(json.dumps(results, indent=2, default=str)))
+
+
+def versions() -> dict[str, str]:
+    """Code and library versions for results.json (the git commit when run from a checkout)."""
+    import importlib.metadata as md
+
+    out = {"spt_lightning": __version__}
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).parent)
+        if sha.returncode == 0:
+            out["git"] = sha.stdout.strip()
+    except OSError:
+        pass
+    for name in ("torch", "lightning", "timm", "hydra-core", "torchmetrics", "faiss-gpu", "faiss-cpu", "wandb"):
+        try:
+            out[name] = md.version(name)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+def interrupted(error: BaseException) -> bool:
+    """SIGTERM (a scheduler's stop), Ctrl-C (Lightning turns it into ``SystemExit(1)``)."""
+    return isinstance(error, (SystemExit, KeyboardInterrupt))
+
+
+def exit_code(error: BaseException) -> int:
+    """The shell's convention for a run stopped by a signal (128 + its number), 1 for a failure."""
+    if isinstance(error, SIGTERMException):
+        return 143
+    return 130 if interrupted(error) else 1
+
+
+def record_outcome(cfg: DictConfig, error: BaseException) -> None:
+    """results.json with status ``failed`` or ``interrupted`` and the error, so that reports show the run.
+
+    Never written for a refused folder, nor over a finished run's results.
+    """
+    output_dir = Path(cfg.paths.output_dir)
+    if isinstance(error, RunFolderError) or _finished(output_dir / "results.json"):
+        return
+    write_results(output_dir, {
+        "status": "interrupted" if interrupted(error) else "failed",
+        "error": f"{type(error).__name__}: {error}",
+        "task": cfg.task.name,
+        "group": cfg.task.get("group"),
+        "method": cfg.method.name,
+        "pretrain": cfg.pretrain.name,
+        "prompt_length": cfg.prompt.length if cfg.method.prompted else 0,
+        "seed": cfg.get("seed"),
+        "output_dir": str(output_dir),
+        "config": OmegaConf.to_container(cfg, resolve=False),
+        "versions": versions(),
+    })
+
+def _finished(path: Path) -> bool:
+    try:
+        return path.is_file() and read_results(path)["status"] == "ok"
+    except RunFolderError:
+        return False
 
 
 def format_summary(r: dict[str, Any]) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -14,19 +13,19 @@ import lightning as L
 import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
-from omegaconf import DictConfig, OmegaConf
+from lightning.pytorch.utilities import rank_zero_only
+from omegaconf import DictConfig, OmegaConf, open_dict
 
-from . import __version__
 from .backbones import build_vit
 from .config import check_config
 from .data import TaskDataModule
 from .data.tasks import infer_num_classes
-from .files import write_atomically
 from .models import PromptedViT
 from .module import PromptTuningModule
 from .progress import EpochLines, interactive
 from .prototypes import PrototypeInit
-from .summary import format_summary
+from .results import format_summary, versions, write_results
+from .runs import clear, resume_point, run_folder
 
 log = logging.getLogger(__name__)
 
@@ -96,19 +95,37 @@ def _instantiate_all(group: DictConfig | None) -> list[Any]:
     return [instantiate(c) for c in (group or {}).values() if c is not None and "_target_" in c]
 
 
+def claim_run_folder(cfg: DictConfig) -> Path | None:
+    """Check that this run may write into its folder (before any work) and return the checkpoint it
+    continues from. A resumed run writes into its own folder: ``paths.output_dir`` follows it."""
+    output_dir = Path(run_folder(cfg.resume, cfg.paths.output_dir))
+    ckpt_path, stale = resume_point(output_dir, cfg.resume, cfg.overwrite)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(output_dir)
+    if rank_zero_only.rank == 0:  # other DDP ranks start once rank 0 has claimed the folder
+        if stale:
+            clear(output_dir)
+        (output_dir / ".hydra").mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(cfg, output_dir / ".hydra" / "config.yaml")
+    if ckpt_path is not None:
+        log.info("Continuing the run in %s from %s", output_dir, ckpt_path)
+    return ckpt_path
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit on train, choose the epoch on val, test that epoch once; write and return ``results.json``."""
     check_config(cfg)
+    ckpt_path = claim_run_folder(cfg)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     started = time.perf_counter()
     output_dir = Path(cfg.paths.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
 
     if cfg.task.num_classes is None:  # task=folder: count the class folders
         cfg.task.num_classes = infer_num_classes(OmegaConf.to_container(cfg.task, resolve=True))
     model = build_model(cfg)
     datamodule = build_datamodule(cfg, model)
+    datamodule.setup("fit")  # a missing or empty split stops the run here, before any work
     module = PromptTuningModule(
         model,
         num_classes=cfg.task.num_classes,
@@ -121,20 +138,21 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     )
     loggers = _instantiate_all(_with_wandb_mode(cfg.get("logger")))
     trainer_kwargs = dict(cfg.trainer)
+    callbacks = _instantiate_all(cfg.get("callbacks"))
     if not datamodule.has_val:  # protocol=final: no validation split; the last epoch is tested
         trainer_kwargs.update(limit_val_batches=0, num_sanity_val_steps=0)
-    callbacks = _instantiate_all(cfg.get("callbacks"))
+        callbacks = [cb for cb in callbacks if not (isinstance(cb, ModelCheckpoint) and cb.monitor)]
     # A progress bar with ETA in a terminal; one plain line per epoch otherwise (SLURM files, CI).
     trainer_kwargs["enable_progress_bar"] = trainer_kwargs.get("enable_progress_bar", True) and interactive()
     if not trainer_kwargs["enable_progress_bar"]:
         callbacks.append(EpochLines())
-    trainer = L.Trainer(**trainer_kwargs, callbacks=callbacks, logger=loggers or False)
+    trainer = L.Trainer(**trainer_kwargs, callbacks=callbacks, logger=loggers or False, default_root_dir=output_dir)
     failed = True
     try:
         for logger in loggers:
             logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
         fit_started = time.perf_counter()
-        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
         fit_time = time.perf_counter() - fit_started
         selection = _selected_epoch(trainer)
         test_started = time.perf_counter()
@@ -159,6 +177,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             "test": {k.split("/", 1)[1]: v for k, v in (test_metrics[0] if test_metrics else {}).items()},
             "init": _init_stats(trainer),
             "timings": _timings(trainer, fit_time, test_time, time.perf_counter() - started),
+            "resumed_from": None if ckpt_path is None else str(ckpt_path),
             "output_dir": str(output_dir),
             "config": OmegaConf.to_container(cfg, resolve=True),
             "versions": versions(),
@@ -169,48 +188,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         _finish(loggers, failed)
 
     if trainer.is_global_zero:
-        # atomic: a report over a sweep that is still running must never read half a file
-        write_atomically(output_dir / "results.json", lambda tmp: tmp.write_text(json.dumps(results, indent=2)))
+        write_results(output_dir, results)
         print(format_summary(results), flush=True)
     return results
-
-
-def versions() -> dict[str, str]:
-    """Code and library versions for results.json (the git commit when run from a checkout)."""
-    import importlib.metadata as md
-    import subprocess
-
-    out = {"spt_lightning": __version__}
-    try:
-        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).parent)
-        if sha.returncode == 0:
-            out["git"] = sha.stdout.strip()
-    except OSError:
-        pass
-    for name in ("torch", "lightning", "timm", "hydra-core", "torchmetrics", "faiss-gpu", "faiss-cpu", "wandb"):
-        try:
-            out[name] = md.version(name)
-        except md.PackageNotFoundError:
-            pass
-    return out
-
-
-def record_failure(cfg: DictConfig, error: BaseException) -> None:
-    """Write results.json with status ``failed`` so that a sweep's report shows the job."""
-    output_dir = Path(cfg.paths.output_dir)
-    failure = {
-        "status": "failed",
-        "error": f"{type(error).__name__}: {error}",
-        "task": cfg.task.name,
-        "method": cfg.method.name,
-        "pretrain": cfg.pretrain.name,
-        "prompt_length": cfg.prompt.length if cfg.method.prompted else 0,
-        "seed": cfg.get("seed"),
-        "config": OmegaConf.to_container(cfg, resolve=False),
-        "versions": versions(),
-    }
-    write_atomically(output_dir / "results.json", lambda tmp: tmp.write_text(json.dumps(failure, indent=2, default=str)))
 
 
 def _summarise(loggers: list[Any], results: dict[str, Any]) -> None:
@@ -227,8 +207,8 @@ def _summarise(loggers: list[Any], results: dict[str, Any]) -> None:
 def _selected_epoch(trainer: L.Trainer) -> dict[str, Any]:
     """The epoch chosen on validation, with its checkpoint path (``None`` if checkpointing is off)."""
     epochs = trainer.max_epochs
-    ckpt = trainer.checkpoint_callback
-    if not isinstance(ckpt, ModelCheckpoint) or not ckpt.best_model_path:
+    ckpt = next((cb for cb in trainer.checkpoint_callbacks if cb.monitor == "val/acc1"), None)
+    if ckpt is None or not ckpt.best_model_path:
         val = trainer.callback_metrics.get("val/acc1")
         return {"epoch": trainer.current_epoch, "epochs": epochs, "val_acc1": _float(val), "path": None}
     epoch = torch.load(ckpt.best_model_path, map_location="cpu", weights_only=False)["epoch"]

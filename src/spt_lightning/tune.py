@@ -37,7 +37,8 @@ def grid(overrides: list[str]) -> tuple[list[str], list[list[str]]]:
 
 
 def _run(overrides: list[str], output_dir: Path) -> dict[str, Any]:
-    from .train import record_failure, train
+    from .results import record_outcome
+    from .train import train
 
     with initialize_config_module(version_base="1.3", config_module="spt_lightning.conf"):
         cfg = compose("train", overrides=overrides)
@@ -45,8 +46,10 @@ def _run(overrides: list[str], output_dir: Path) -> dict[str, Any]:
         cfg.paths.output_dir = str(output_dir)
     try:
         return train(cfg)
-    except Exception as err:  # a failed grid point is recorded, the grid goes on
-        record_failure(cfg, err)
+    except BaseException as err:  # a failed grid point is recorded, the grid goes on; an interruption stops it
+        record_outcome(cfg, err)
+        if not isinstance(err, Exception):
+            raise
         return {"status": "failed", "error": f"{type(err).__name__}: {err}"}
 
 
