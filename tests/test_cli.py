@@ -48,9 +48,11 @@ def test_resume_from_checkpoint(tmp_path):
     assert saved["epoch"] == 0 and saved["global_step"] == 4
     second_dir = tmp_path / "second"
     second_dir.mkdir()
-    run_cli([*FAST, "trainer.max_epochs=2", f"ckpt_path={last}"], second_dir)
-    (second,) = _results(second_dir)
-    resumed = torch.load(Path(second["output_dir"]) / "checkpoints" / "last.ckpt", weights_only=False)
+    run_cli([*FAST, "trainer.max_epochs=2", f"resume={last}", "overwrite=true"], second_dir)
+    (second,) = _results(tmp_path)  # the resumed run writes into its own folder, none elsewhere
+    assert second["output_dir"] == first["output_dir"] and second["resumed_from"] == str(last)
+    assert not (second_dir / "logs").exists()
+    resumed = torch.load(last, weights_only=False)
     assert resumed["epoch"] == 1 and resumed["global_step"] == 8  # went on from step 4, not from 0
 
 

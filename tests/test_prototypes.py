@@ -126,8 +126,14 @@ class _DataModule(L.LightningDataModule):
         return "identity"
 
     def prototype_dataloader(self, fraction, seed, batch_size):
-        self.passes += 1
-        return DataLoader(TensorDataset(self.x, self.y), batch_size=8)
+        dm = self
+
+        class CountingLoader(DataLoader):  # a pass is an iteration, not the loader's creation
+            def __iter__(self):
+                dm.passes += 1
+                return super().__iter__()
+
+        return CountingLoader(TensorDataset(self.x, self.y), batch_size=8)
 
     def train_dataloader(self):
         return DataLoader(TensorDataset(self.x, self.y), batch_size=8)
@@ -212,12 +218,13 @@ def test_unknown_strategy_and_bad_fraction():
 
 
 @pytest.mark.slow
-def test_ddp_ranks_start_with_identical_prototypes(tmp_path):
+def test_ddp_ranks_start_with_identical_prototypes_and_score_each_image_once(tmp_path):
+    import json
     import subprocess
     import sys
     from pathlib import Path
 
-    script = Path(__file__).with_name("ddp_prototypes_script.py")
+    script = Path(__file__).with_name("ddp_script.py")
     for name, devices in (("ddp", 2), ("single", 1)):
         out = tmp_path / name
         out.mkdir()
@@ -227,6 +234,9 @@ def test_ddp_ranks_start_with_identical_prototypes(tmp_path):
     rank0, rank1 = (torch.load(tmp_path / "ddp" / f"rank{r}.pt") for r in (0, 1))
     assert torch.equal(rank0, rank1)
     torch.testing.assert_close(rank0, torch.load(tmp_path / "single" / "rank0.pt"))  # same as one process
+    # 63 val and test images: DistributedSampler would pad to 64 with a duplicate, which accuracy would count
+    scored = [json.loads((tmp_path / "ddp" / f"scored{r}.json").read_text()) for r in (0, 1)]
+    assert sum(s["val"] for s in scored) == 63 and sum(s["test"] for s in scored) == 63
 
 
 def test_tokens_stay_on_the_gpu_only_when_they_fit_in_a_quarter_of_its_free_memory(monkeypatch):

@@ -29,7 +29,8 @@ def test_multirun_grid_and_report_aggregates(tmp_path):
 
 
 def test_failed_job_is_recorded_and_the_sweep_goes_on(tmp_path):
-    run_cli(["-m", *FAST, "prompt.length=0,2"], tmp_path)
+    done = run_cli(["-m", *FAST, "prompt.length=0,2"], tmp_path, check=False)
+    assert done.returncode != 0 and "prompt.length=0" in done.stderr  # non-zero at the end, after the rest ran
     runs = {r["prompt_length"]: r for r in _results(tmp_path)}
     assert runs[0]["status"] == "failed" and "prompt.length=0" in runs[0]["error"]
     assert runs[2]["status"] == "ok" and "acc1" in runs[2]["test"]

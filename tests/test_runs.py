@@ -1,0 +1,357 @@
+"""Trustworthy runs: the prototype cache key, exact resume, run folders that are never overwritten,
+interrupted and failed runs recorded, and every bad input named."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from hydra import compose, initialize_config_module
+from omegaconf import open_dict
+from PIL import Image
+
+from spt_lightning.config import check_overrides
+from spt_lightning.errors import SptError
+from spt_lightning.results import record_outcome
+from spt_lightning.runs import RunFolderError
+from spt_lightning.train import train
+
+FAST = ["task=demo/synthetic", "debug=fast"]
+
+
+def _cfg(out: Path, *overrides: str, cache: Path | None = None):
+    """The composed config as the CLI builds it (overrides checked first), writing into ``out``."""
+    overrides = [*FAST, *overrides]
+    check_overrides(overrides)
+    with initialize_config_module(version_base="1.3", config_module="spt_lightning.conf"):
+        cfg = compose("train", overrides=overrides)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(out)
+        cfg.init.cache_dir = str(cache or out.parent / "prototypes")
+    return cfg
+
+
+def _run(out: Path, *overrides: str, cache: Path | None = None) -> dict:
+    """``train`` as the CLI runs it: a failure is recorded in the run folder, then raised."""
+    cfg = _cfg(out, *overrides, cache=cache)
+    try:
+        return train(cfg)
+    except BaseException as error:
+        record_outcome(cfg, error)
+        raise
+
+
+def _images(root: Path, per_class: int = 3, classes: int = 3) -> Path:
+    for split in ("train", "val", "test"):
+        for c in range(classes):
+            (root / split / f"c{c}").mkdir(parents=True, exist_ok=True)
+            for j in range(per_class):
+                Image.new("RGB", (40, 40), (80 * c, 20 * j, 40)).save(root / split / f"c{c}" / f"{j}.png")
+    return root
+
+
+def _vtab(data_dir: Path, task: str = "dtd", per_class: int = 2) -> Path:
+    root = data_dir / "vtab-1k" / task
+    lines = []
+    for c in range(3):
+        for j in range(per_class):
+            (root / "images").mkdir(parents=True, exist_ok=True)
+            Image.new("RGB", (40, 40), (80 * c, 30 * j, 10)).save(root / "images" / f"{c}_{j}.png")
+            lines.append(f"images/{c}_{j}.png {c}")
+    for name in ("train800.txt", "val200.txt", "train800val200.txt", "test.txt"):
+        (root / name).write_text("\n".join(lines) + "\n")
+    return root
+
+
+def _snapshot(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+# ---- the prototype cache key ----------------------------------------------------------------------------
+def test_prototype_cache_key_follows_the_items_the_pass_reads(tmp_path, caplog):
+    cache = tmp_path / "cache"
+    tune = _run(tmp_path / "tune", "data.protocol=tune", cache=cache)["init"]
+    final = _run(tmp_path / "final", "data.protocol=final", cache=cache)["init"]
+    assert tune["cache"] == final["cache"] == "miss"  # train + val is not train
+    assert final["layers"][0]["tokens"] == 192 * 64 and tune["layers"][0]["tokens"] == 128 * 64
+    assert _run(tmp_path / "final2", "data.protocol=final", cache=cache)["init"]["cache"] == "hit"
+    part = _run(tmp_path / "part", "data.fraction=0.25", cache=cache)["init"]
+    assert part["cache"] == "miss" and part["layers"][0]["tokens"] == 32 * 64
+    whole = _run(tmp_path / "all", "data.fraction=1.0", cache=cache)["init"]  # reads what the tune run read
+    assert whole["cache"] == "hit" and whole["layers"][0]["tokens"] == 128 * 64
+
+    data = _images(tmp_path / "images")
+    folder = ["task=folder", f"task.data_dir={data}"]
+    assert _run(tmp_path / "f1", *folder, cache=cache)["init"]["cache"] == "miss"
+    assert _run(tmp_path / "f2", *folder, cache=cache)["init"]["cache"] == "hit"
+    Image.new("RGB", (40, 40)).save(data / "train" / "c0" / "new.png")  # the split changed on disk
+    assert _run(tmp_path / "f3", *folder, cache=cache)["init"]["cache"] == "miss"
+
+    for entry in cache.glob("*.pt"):
+        entry.write_bytes(b"garbage")  # a corrupt entry is a warned miss, not a crash
+    with caplog.at_level("WARNING"):
+        assert _run(tmp_path / "f4", *folder, cache=cache)["init"]["cache"] == "miss"
+    assert "unreadable" in caplog.text
+
+
+def test_unwritable_cache_warns_and_the_run_goes_on(tmp_path, caplog):
+    blocked = tmp_path / "file-not-folder"
+    blocked.write_text("")
+    with caplog.at_level("WARNING"):
+        results = _run(tmp_path / "run", cache=blocked / "cache")
+    assert results["status"] == "ok" and "cannot be written" in caplog.text and "init.cache_dir" in caplog.text
+
+
+# ---- checkpoints, resume and run folders ---------------------------------------------------------------
+class CrashAt(L.Callback):
+    """Stands for a killed job: raises when the given epoch starts."""
+
+    def __init__(self, epoch: int):
+        self.epoch = epoch
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        if trainer.current_epoch == self.epoch:
+            raise RuntimeError(f"killed in epoch {self.epoch}")
+
+
+def test_a_killed_run_resumes_bit_identical_to_an_uninterrupted_one(tmp_path):
+    # Prompt dropout and random crops draw from the random state; the order from the epoch's sampler.
+    settings = ["trainer.max_epochs=4", "prompt.dropout=0.1", "task.transform=crop", "trainer.limit_val_batches=8",
+                "data.num_workers=2"]
+    whole = _run(tmp_path / "whole", *settings)
+
+    cfg = _cfg(tmp_path / "killed", *settings)
+    with open_dict(cfg):
+        cfg.callbacks.crash = {"_target_": f"{__name__}.CrashAt", "epoch": 2}
+    with pytest.raises(RuntimeError, match="killed in epoch 2"):
+        train(cfg)
+    last = tmp_path / "killed" / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=False)["epoch"] == 1  # saved after every epoch, val or not
+
+    resumed = _run(tmp_path / "killed", *settings)  # resume=auto: the same folder continues
+    assert resumed["resumed_from"] == str(last) and resumed["output_dir"] == str(tmp_path / "killed")
+    assert resumed["selection"] == {**whole["selection"], "epochs": 4} and resumed["test"] == whole["test"]
+    prompts = [torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+               for run in (tmp_path / "whole", tmp_path / "killed")]
+    for key in prompts[0]:
+        assert torch.equal(prompts[0][key], prompts[1][key]), key
+    assert json.loads((tmp_path / "killed" / "results.json").read_text())["status"] == "ok"
+
+
+def test_protocol_final_saves_every_epoch(tmp_path):
+    _run(tmp_path / "run", "data.protocol=final", "trainer.max_epochs=2")
+    ckpts = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
+    assert ckpts == ["last.ckpt"] and torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt",
+                                                 weights_only=False)["epoch"] == 1
+
+
+def test_a_finished_run_is_never_overwritten(tmp_path):
+    _run(tmp_path / "run")
+    before = _snapshot(tmp_path / "run")
+    for overrides in ([], ["prompt.length=0"], ["resume=never"]):
+        with pytest.raises(SptError, match=r"holds a finished run|prompt.length=0"):
+            _run(tmp_path / "run", *overrides)
+        assert _snapshot(tmp_path / "run") == before
+    again = _run(tmp_path / "run", "overwrite=true", "seed=1")
+    assert again["seed"] == 1 and json.loads((tmp_path / "run" / "results.json").read_text())["seed"] == 1
+
+
+def test_an_unfinished_run_is_continued_or_refused(tmp_path):
+    cfg = _cfg(tmp_path / "run", "trainer.max_epochs=3")
+    with open_dict(cfg):
+        cfg.callbacks.crash = {"_target_": f"{__name__}.CrashAt", "epoch": 1}
+    with pytest.raises(RuntimeError):
+        train(cfg)
+    with pytest.raises(RunFolderError, match="resume=auto"):
+        _run(tmp_path / "run", "resume=never")
+    with pytest.raises(RunFolderError, match="does not exist"):
+        _run(tmp_path / "other", f"resume={tmp_path / 'nowhere'}")
+
+
+def test_selection_state_survives_the_resume(tmp_path):
+    """The best epoch before the interruption stays the choice unless a later epoch beats it."""
+    cfg = _cfg(tmp_path / "run", "trainer.max_epochs=3")
+    with open_dict(cfg):
+        cfg.callbacks.crash = {"_target_": f"{__name__}.CrashAt", "epoch": 2}
+    with pytest.raises(RuntimeError):
+        train(cfg)
+    state = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)["callbacks"]
+    (best,) = [v for k, v in state.items() if "val/acc1" in k]
+    resumed = _run(tmp_path / "run", "trainer.max_epochs=3")
+    assert resumed["selection"]["val_acc1"] >= float(best["best_model_score"])
+
+
+# ---- training that cannot be trusted stops --------------------------------------------------------------
+def test_full_finetuning_follows_timms_no_weight_decay(tmp_path):
+    from spt_lightning.train import build_model
+    from spt_lightning.module import PromptTuningModule
+
+    cfg = _cfg(tmp_path, "method=full")
+    module = PromptTuningModule(build_model(cfg), 4, torch.optim.AdamW, finetune_backbone=True)
+    decayed = [n for n, p in module.model.named_parameters() if p.requires_grad and module._decays(n, p)]
+    assert "vit.blocks.0.attn.qkv.weight" in decayed
+    assert "vit.pos_embed" not in decayed and "vit.cls_token" not in decayed
+
+
+# ---- bad inputs: one message naming the culprit, nothing else touched ------------------------------------
+def _truncated_png(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[:40])
+
+
+def _case_vtab_line(tmp):
+    root = _vtab(tmp / "data")
+    (root / "train800.txt").write_text("images/0_0.png 0\nimages/0_1.png\n")
+    return ["task=vtab/dtd", f"paths.data_dir={tmp / 'data'}"], ["train800.txt", "line 2"]
+
+
+def _case_vtab_empty_train(tmp):
+    root = _vtab(tmp / "data")
+    (root / "train800.txt").write_text("")
+    return ["task=vtab/dtd", f"paths.data_dir={tmp / 'data'}"], ["train800.txt", "no images"]
+
+
+def _case_vtab_empty_test(tmp):
+    root = _vtab(tmp / "data")
+    (root / "test.txt").write_text("\n")
+    return ["task=vtab/dtd", f"paths.data_dir={tmp / 'data'}"], ["test.txt", "no images"]
+
+
+def _case_folder_truncated_image(tmp):
+    data = _images(tmp / "images")
+    _truncated_png(data / "train" / "c1" / "0.png")
+    return ["task=folder", f"task.data_dir={data}"], [str(data / "train" / "c1" / "0.png"), "data.skip_corrupt"]
+
+
+def _case_other_width_checkpoint(tmp):
+    from conftest import tiny_vit
+
+    path = tmp / "narrow.pth"
+    torch.save(tiny_vit(embed_dim=32, depth=2).state_dict(), path)
+    return ["pretrain=file", f"pretrain.file={path}"], [str(path), "cls_token", "backbone"]
+
+
+def _case_garbage_resume(tmp):
+    bad = tmp / "bad.ckpt"
+    bad.write_bytes(b"not a checkpoint")
+    return [f"resume={bad}"], [str(bad)]
+
+
+def _case_other_prompt_length_resume(tmp):
+    _run(tmp / "p10", "trainer.max_epochs=1", "prompt.length=10")
+    last = tmp / "p10" / "checkpoints" / "last.ckpt"
+    return [f"resume={last}", "overwrite=true", "prompt.length=5", "trainer.max_epochs=2"], \
+        [str(last), "prompts.embeddings"]
+
+
+def _case_unknown_task(tmp):
+    return ["task=fgvc/nope"], ["task=fgvc/nope", "fgvc/cub", "vtab/dtd"]
+
+
+def _case_key_typo(tmp):
+    return ["prompt.lenght=5"], ["prompt.lenght", "prompt.length"]
+
+
+CASES = {
+    "vtab line without label": _case_vtab_line,
+    "empty train800.txt": _case_vtab_empty_train,
+    "empty test.txt": _case_vtab_empty_test,
+    "truncated image in a folder task": _case_folder_truncated_image,
+    "pretrain.file of another width": _case_other_width_checkpoint,
+    "garbage checkpoint to resume": _case_garbage_resume,
+    "checkpoint of P=10 resumed with P=5": _case_other_prompt_length_resume,
+    "unknown task": _case_unknown_task,
+    "typo in a key": _case_key_typo,
+    "prompt.length=abc": lambda tmp: (["prompt.length=abc"], ["prompt.length"]),
+    "data.batch_size=0": lambda tmp: (["data.batch_size=0"], ["data.batch_size"]),
+    "init.kmeans_iters=0": lambda tmp: (["init.kmeans_iters=0"], ["init.kmeans_iters"]),
+    "trainer.max_epochs=0": lambda tmp: (["trainer.max_epochs=0"], ["trainer.max_epochs"]),
+    "folder task without data_dir": lambda tmp: (["task=folder"], ["task.data_dir"]),
+    "diverging learning rate": lambda tmp: (["optim.optimizer.lr=1e30"], ["learning rate", "step", "optim.optimizer.lr"]),
+}
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("runs") / "finished"
+    _run(folder)
+    return folder, _snapshot(folder)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_input_is_named_and_loses_nothing(case, finished_run, tmp_path):
+    folder, before = finished_run
+    overrides, culprits = CASES[case](tmp_path)
+    out = folder.parent / f"bad-{case.replace(' ', '_')}"
+    with pytest.raises(SptError) as raised:
+        _run(out, *overrides)
+    for culprit in culprits:
+        assert culprit in str(raised.value), (culprit, str(raised.value))
+    assert _snapshot(folder) == before  # the finished run beside it is untouched
+    if (out / "results.json").is_file():
+        assert json.loads((out / "results.json").read_text())["status"] == "failed"
+
+
+def test_skip_corrupt_skips_a_truncated_image_in_a_folder_task(tmp_path, caplog):
+    data = _images(tmp_path / "images")
+    _truncated_png(data / "train" / "c1" / "0.png")
+    with caplog.at_level("WARNING"):
+        results = _run(tmp_path / "run", "task=folder", f"task.data_dir={data}", "data.skip_corrupt=true")
+    assert results["status"] == "ok" and "skipped unreadable image" in caplog.text
+
+
+def test_report_names_a_truncated_results_file(tmp_path, capsys):
+    from spt_lightning.report import main as report
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "results.json").write_text('{"status": "o')
+    assert report([str(tmp_path)]) == 2
+    assert str(tmp_path / "a" / "results.json") in capsys.readouterr().err
+
+
+def test_data_check_calls_an_empty_split_a_problem(tmp_path, capsys):
+    from spt_lightning.data.__main__ import main as data_main
+
+    (_vtab(tmp_path / "data") / "val200.txt").write_text("")
+    assert data_main(["check", "task=vtab/dtd", f"paths.data_dir={tmp_path / 'data'}"]) == 1
+    assert "empty split" in capsys.readouterr().out
+
+
+# ---- the command line: one message, the exit code a scheduler reads -------------------------------------
+def _cli(args, cwd: Path, **kwargs):
+    env = {**os.environ, "SPT_LOG_DIR": str(cwd / "logs"), "SPT_CACHE": str(cwd / "cache"), "WANDB_MODE": "offline"}
+    return subprocess.Popen([sys.executable, "-m", "spt_lightning", *args], cwd=cwd, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs)
+
+
+def test_cli_prints_one_message_and_keeps_the_traceback_in_the_log(tmp_path):
+    done = _cli([*FAST, "data.batch_size=0"], tmp_path)
+    out, err = done.communicate(timeout=300)
+    assert done.returncode == 1 and "data.batch_size" in err and "Traceback" not in err, err
+    (log_file,) = (tmp_path / "logs").rglob("*.log")
+    assert "Traceback" in log_file.read_text() and "data.batch_size" in log_file.read_text()
+    typo = _cli([*FAST, "prompt.lenght=5"], tmp_path)
+    out, err = typo.communicate(timeout=300)
+    assert typo.returncode == 2 and "prompt.length" in err and "Traceback" not in err, err
+
+
+def test_sigterm_records_an_interrupted_run_and_exits_non_zero(tmp_path):
+    job = _cli([*FAST, "trainer.max_epochs=100000"], tmp_path)
+    deadline = time.monotonic() + 240
+    while not list((tmp_path / "logs").rglob("last.ckpt")):  # training has started
+        assert job.poll() is None and time.monotonic() < deadline, job.communicate()[1][-2000:]
+        time.sleep(0.2)
+    job.send_signal(signal.SIGTERM)
+    out, err = job.communicate(timeout=120)
+    assert job.returncode == 128 + signal.SIGTERM, err[-2000:]
+    (results,) = [json.loads(p.read_text()) for p in (tmp_path / "logs").rglob("results.json")]
+    assert results["status"] == "interrupted" and "resume=" in err
