@@ -208,22 +208,12 @@ def _truncated_png(path: Path) -> None:
     path.write_bytes(path.read_bytes()[:40])
 
 
-def _case_vtab_line(tmp):
-    root = _vtab(tmp / "data")
-    (root / "train800.txt").write_text("images/0_0.png 0\nimages/0_1.png\n")
-    return ["task=vtab/dtd", f"paths.data_dir={tmp / 'data'}"], ["train800.txt", "line 2"]
-
-
-def _case_vtab_empty_train(tmp):
-    root = _vtab(tmp / "data")
-    (root / "train800.txt").write_text("")
-    return ["task=vtab/dtd", f"paths.data_dir={tmp / 'data'}"], ["train800.txt", "no images"]
-
-
-def _case_vtab_empty_test(tmp):
-    root = _vtab(tmp / "data")
-    (root / "test.txt").write_text("\n")
-    return ["task=vtab/dtd", f"paths.data_dir={tmp / 'data'}"], ["test.txt", "no images"]
+def _case_vtab_list(name: str, text: str, culprits: list[str]):
+    """A VTAB task whose split list ``name`` reads ``text``."""
+    def case(tmp):
+        (_vtab(tmp / "data") / name).write_text(text)
+        return ["task=vtab/dtd", f"paths.data_dir={tmp / 'data'}"], [name, *culprits]
+    return case
 
 
 def _case_folder_truncated_image(tmp):
@@ -262,9 +252,9 @@ def _case_key_typo(tmp):
 
 
 CASES = {
-    "vtab line without label": _case_vtab_line,
-    "empty train800.txt": _case_vtab_empty_train,
-    "empty test.txt": _case_vtab_empty_test,
+    "vtab line without label": _case_vtab_list("train800.txt", "images/0_0.png 0\nimages/0_1.png\n", ["line 2"]),
+    "empty train800.txt": _case_vtab_list("train800.txt", "", ["no images"]),
+    "empty test.txt": _case_vtab_list("test.txt", "\n", ["no images"]),
     "truncated image in a folder task": _case_folder_truncated_image,
     "pretrain.file of another width": _case_other_width_checkpoint,
     "garbage checkpoint to resume": _case_garbage_resume,
