@@ -191,6 +191,14 @@ def test_selection_state_survives_the_resume(tmp_path):
     assert resumed["selection"]["val_acc1"] >= float(best["best_model_score"])
 
 
+def test_results_keep_which_test_images_were_right(tmp_path, capsys):
+    results = _run(tmp_path / "run", "trainer.limit_test_batches=1.0")
+    right = results["test_correct"]
+    assert len(right) == 64 and set(right) <= {"0", "1"}
+    assert right.count("1") / len(right) == pytest.approx(results["test"]["acc1"])
+    assert "test 100% (64 images)" in capsys.readouterr().out  # progress through the test pass too
+
+
 # ---- training that cannot be trusted stops --------------------------------------------------------------
 def test_full_finetuning_follows_timms_no_weight_decay(tmp_path):
     from spt_lightning.train import build_model

@@ -88,6 +88,7 @@ class PromptTuningModule(L.LightningModule):
         # Checkpoints hold only trainable tensors; the frozen backbone comes from its pretrained source.
         self.strict_loading = False
         self._resumed_rng: dict[str, Any] | None = None
+        self.test_correct: str | None = None  # after a test: "1" per test image predicted right, else "0"
         top5 = min(5, num_classes)
         self.metrics = nn.ModuleDict(
             {
@@ -171,9 +172,9 @@ class PromptTuningModule(L.LightningModule):
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(y))
         return loss
 
-    def _eval_step(self, split: str, batch) -> None:
+    def _eval_step(self, split: str, batch) -> torch.Tensor | None:
         if batch is None:
-            return
+            return None
         x, y = batch
         logits = self(x)
         self.log(f"{split}/loss", F.cross_entropy(logits, y), sync_dist=True, batch_size=len(y))
@@ -181,12 +182,24 @@ class PromptTuningModule(L.LightningModule):
             metric = self.metrics[f"{split}_{name}"]
             metric(logits, y)
             self.log(f"{split}/{name}", metric, prog_bar=name == "acc1", batch_size=len(y))
+        return logits
 
     def validation_step(self, batch, batch_idx: int) -> None:
         self._eval_step("val", batch)
 
+    def on_test_epoch_start(self) -> None:
+        self._correct: list[torch.Tensor] = []
+
     def test_step(self, batch, batch_idx: int) -> None:
-        self._eval_step("test", batch)
+        logits = self._eval_step("test", batch)
+        if logits is not None:
+            self._correct.append((logits.argmax(1) == batch[1]).cpu())
+
+    def on_test_epoch_end(self) -> None:
+        # Which test images were right, in the test split's order: two runs on the same images can be
+        # compared image by image (a paired test). Under DDP the order is the sampler's, so none is kept.
+        single = self.trainer.world_size == 1 and self._correct
+        self.test_correct = "".join(map(str, torch.cat(self._correct).int().tolist())) if single else None
 
     # ---- checkpoints hold trainable tensors only -----------------------------------------------
     def _trainable_keys(self) -> set[str]:

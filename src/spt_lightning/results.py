@@ -92,6 +92,7 @@ def format_summary(r: dict[str, Any]) -> str:
         ("method", f"{r['method']} (prompt length {r['prompt_length']}, {'deep' if r['prompt_deep'] else 'shallow'})"
          if r["prompt_length"] else r["method"]),
         ("backbone", f"{r['backbone']} @ {r['img_size']}px, pretrain {r['pretrain']}"),
+        ("precision", f"{r['precision']['used']} ({r['precision']['why']})"),
         ("learnable", f"{p['learnable']:,} params = {share:.3f}% of backbone ({p['backbone']:,}); "
                       f"without head {p['learnable_without_head']:,} = {share_no_head:.3f}%"),
         ("selected", f"epoch {sel['epoch']} of {sel['epochs']} on val: acc1 {_pct(sel['val_acc1'])}"

@@ -22,6 +22,7 @@ from .data import TaskDataModule
 from .data.tasks import infer_num_classes
 from .models import PromptedViT
 from .module import PromptTuningModule
+from .precision import resolve_precision
 from .progress import EpochLines, interactive
 from .prototypes import PrototypeInit
 from .results import format_summary, versions, write_results
@@ -138,6 +139,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     )
     loggers = _instantiate_all(_with_wandb_mode(cfg.get("logger")))
     trainer_kwargs = dict(cfg.trainer)
+    trainer_kwargs["precision"], precision_reason = resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator)
+    log.info("Precision %s (%s)", trainer_kwargs["precision"], precision_reason)
     callbacks = _instantiate_all(cfg.get("callbacks"))
     if not datamodule.has_val:  # protocol=final: no validation split; the last epoch is tested
         trainer_kwargs.update(limit_val_batches=0, num_sanity_val_steps=0)
@@ -171,10 +174,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             "backbone": cfg.backbone.arch,
             "img_size": cfg.backbone.img_size,
             "pretrain": cfg.pretrain.name,
+            "precision": {"used": trainer_kwargs["precision"], "why": precision_reason},
             "seed": cfg.get("seed"),
             "parameters": module.parameter_counts(),
             "selection": selection,
             "test": {k.split("/", 1)[1]: v for k, v in (test_metrics[0] if test_metrics else {}).items()},
+            "test_correct": module.test_correct if test_metrics else None,
             "init": _init_stats(trainer),
             "timings": _timings(trainer, fit_time, test_time, time.perf_counter() - started),
             "resumed_from": None if ckpt_path is None else str(ckpt_path),
