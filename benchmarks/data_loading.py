@@ -1,6 +1,6 @@
 """Data loading vs. model speed: images/s the datamodule delivers / images/s a training step consumes.
 
-Measured side by side in one run with the defaults (2 workers, batch 32, bf16 autocast). Presets:
+Measured side by side in one run with the defaults (2 workers, batch 32, precision as training picks it). Presets:
   demo  Animal-MNIST at 112 px (resize recipe) for the bundled ViT-S/14, P=10 deep
   fgvc  generated 500x375 JPEG files read from disk (FGVC crop recipe) at 224 px for ViT-B/16, P=10 deep
 Target: >= 2 (the loader is not the bottleneck).
@@ -43,7 +43,7 @@ def fgvc_folder(root: Path, n: int) -> dict:
 
 def loader_rate(dm: TaskDataModule, epochs: int = 2) -> float:
     loader = dm.train_dataloader()
-    next(iter(loader))  # start the (persistent) workers outside the timing
+    next(iter(loader))  # warm-up outside the timing; each epoch then starts its workers, as training does
     seen, started = 0, time.perf_counter()
     for _ in range(epochs):
         for x, _ in loader:
@@ -52,7 +52,8 @@ def loader_rate(dm: TaskDataModule, epochs: int = 2) -> float:
 
 
 def model_rate(arch: str, img_size: int, batch: int, device: str, steps: int) -> float:
-    """Images/s a prompt-tuning training step consumes (P=10 deep, bf16), timed as ``make bench`` times steps."""
+    """Images/s a prompt-tuning training step consumes (P=10 deep, precision as training picks it), timed as
+    ``make bench`` times steps."""
     from run import Bench  # benchmarks/ is on the path when a script in it runs
 
     bench = Bench(arch, img_size, batch, 10, device)

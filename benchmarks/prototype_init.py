@@ -29,6 +29,7 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from spt_lightning.backbones import build_vit
 from spt_lightning.data import TaskDataModule
 from spt_lightning.models import PromptedViT
+from spt_lightning.precision import resolve_precision
 from spt_lightning.module import PromptTuningModule
 from spt_lightning.prototypes import PrototypeInit
 
@@ -53,6 +54,7 @@ def run(preset: str, images: int | None, length: int, batch: int, workers: int, 
         precision: str, iters: int) -> dict:
     p = PRESETS[preset]
     n = images or p["images"]
+    precision, _ = resolve_precision(precision, accelerator)
     task = {**p["task"], "transform": "resize", "split_seed": 0, "sizes": {"train": n, "val": 0, "test": 0}}
     torch.manual_seed(0)
     vit = build_vit(p["arch"], num_classes=task["num_classes"], img_size=p["img_size"], source=p["source"])
@@ -84,7 +86,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="data loader workers")
     parser.add_argument("--iters", type=int, default=20, help="k-means iterations")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--precision", default="bf16-mixed")
+    parser.add_argument("--precision", default="auto", help="auto: as training picks it (bf16 only where native)")
     parser.add_argument("--json", help="also write the rows to this file")
     args = parser.parse_args()
     accelerator = "gpu" if args.device == "cuda" else args.device

@@ -1,7 +1,7 @@
 """``make bench``: every speed/memory figure with its target, measured side by side in one run.
 
-    python benchmarks/run.py [--device cuda] [--arch vit_base_patch16_224 --img-size 224] [--compile]
-                             [--init-preset cub --init-images N] [--json bench.json]
+    python benchmarks/run.py [--device cuda] [--precision auto] [--arch vit_base_patch16_224 --img-size 224]
+                             [--compile] [--init-preset cub --init-images N] [--json bench.json]
 
 Figures (targets from the project's performance issue):
   1 SPT-deep step / VPT-deep step at the same P (same architecture; init is separate)   <= 1.01
@@ -11,6 +11,9 @@ Figures (targets from the project's performance issue):
   5 prototype init / one training epoch, every token (the demo; --init-preset cub)       <= 0.5
   6 images/s the datamodule delivers / images/s the model consumes (the demo)             >= 2
   7 bf16-mixed / fp32 training-step speed-up on this machine                              (reported)
+Every figure runs on the path ``--precision`` picks (``auto``: as training picks it: bf16-mixed only where
+the device runs bf16 natively); the other path's step time is printed beside it. The header names the
+device, and for a CPU whether it has native bf16: a figure holds for the machine it was measured on.
 Step times are medians of interleaved repeats, so that the machine's noise hits every variant alike;
 figure 1 (one model stepped from either init) is the median of each round's own ratio.
 Models use the attention kernel training would pick on the device (``--attention auto``); ``--compile``
@@ -37,13 +40,16 @@ sys.path.insert(0, str(Path(__file__).parent))
 from spt_lightning.backbones import build_vit  # noqa: E402
 from spt_lightning.models import PromptedViT, attention_kernel  # noqa: E402
 from spt_lightning.module import PromptTuningModule  # noqa: E402
+from spt_lightning.precision import cpu_bf16, resolve_precision  # noqa: E402
 
 
 class Bench:
     def __init__(self, arch: str, img_size: int, batch: int, length: int, device: str, attention: str = "auto",
-                 compile: bool = False):
+                 compile: bool = False, precision: str = "auto"):
         self.arch, self.img_size, self.batch, self.length, self.device = arch, img_size, batch, length, device
         self.compile = compile
+        self.precision, _ = resolve_precision(precision, "gpu" if device == "cuda" else device)
+        self.bf16 = "bf16" in self.precision  # the path the figures measure
         self.attention = attention_kernel(attention, torch.device(device))  # as the framework resolves it
         g = torch.Generator().manual_seed(0)
         self.x = torch.randn(batch, 3, img_size, img_size, generator=g).to(device)
@@ -60,10 +66,10 @@ class Bench:
             model.freeze_backbone()
         return model.train()
 
-    def autocast(self, bf16: bool):
-        return torch.autocast(self.device, dtype=torch.bfloat16, enabled=bf16)
+    def autocast(self, bf16: bool | None = None):
+        return torch.autocast(self.device, dtype=torch.bfloat16, enabled=self.bf16 if bf16 is None else bf16)
 
-    def step_fn(self, model: PromptedViT, bf16: bool = True):
+    def step_fn(self, model: PromptedViT, bf16: bool | None = None):
         opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
 
         def step():
@@ -89,7 +95,7 @@ class Bench:
             return run
         return {"vpt": stepping_from(xavier), "spt": stepping_from(data_like)}
 
-    def forward_fn(self, model: PromptedViT, bf16: bool = True):
+    def forward_fn(self, model: PromptedViT, bf16: bool | None = None):
         def forward():
             with torch.no_grad(), self.autocast(bf16):
                 model(self.x)
@@ -122,7 +128,7 @@ class Bench:
         """Median seconds per step of a Lightning epoch and of a bare PyTorch epoch doing the same work.
 
         The two alternate epoch by epoch (the bare epoch runs inside a callback between Lightning's
-        epochs), so that the machine's noise hits both alike. Same model, data, bf16 autocast, AdamW,
+        epochs), so that the machine's noise hits both alike. Same model, data, precision, AdamW,
         per-step LR schedule.
         """
         data = TensorDataset(self.x.cpu().repeat(steps, 1, 1, 1), self.y.cpu().repeat(steps))
@@ -138,7 +144,7 @@ class Bench:
             t = time.perf_counter()
             for xb, yb in DataLoader(data, batch_size=bench.batch):
                 xb, yb = xb.to(bench.device), yb.to(bench.device)
-                with bench.autocast(True):
+                with bench.autocast():
                     loss = F.cross_entropy(model(xb), yb)
                 loss.backward()
                 opt.step()
@@ -163,7 +169,7 @@ class Bench:
 
         alternate = Alternate()
         trainer = L.Trainer(accelerator="gpu" if self.device == "cuda" else "cpu", devices=1, max_epochs=rounds + 1,
-                            precision="bf16-mixed", logger=False, enable_checkpointing=False,
+                            precision=self.precision, logger=False, enable_checkpointing=False,
                             enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
                             callbacks=[alternate])
         trainer.fit(module, DataLoader(data, batch_size=self.batch))
@@ -202,6 +208,17 @@ class Bench:
         return held + peak
 
 
+def describe_machine(device: str) -> str:
+    """The device the figures hold for: the GPU's name, or the CPU's model, cores and bf16 capability."""
+    if device == "cuda":
+        return f"GPU {torch.cuda.get_device_name()}"
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), "CPU") if Path("/proc/cpuinfo").exists() else "CPU"
+    native = cpu_bf16()
+    return (f"CPU {model}, {torch.get_num_threads()} threads, {torch.backends.cpu.get_cpu_capability()}, "
+            f"{'native bf16 (' + native + ')' if native else 'no native bf16'}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arch", default="vit_small_patch14_dinov2")
@@ -218,16 +235,20 @@ def main() -> None:
     parser.add_argument("--init-images", type=int, default=None,
                         help="figure 5's training images (default: the preset's)")
     parser.add_argument("--skip-demo", action="store_true", help="skip figures 5 and 6 (they need the demo assets)")
+    parser.add_argument("--precision", default="auto", help="auto (as training picks it), bf16-mixed or 32-true")
     parser.add_argument("--json", default="bench.json")
     args = parser.parse_args()
-    b = Bench(args.arch, args.img_size, args.batch_size, args.length, args.device, args.attention, args.compile)
+    b = Bench(args.arch, args.img_size, args.batch_size, args.length, args.device, args.attention, args.compile,
+              args.precision)
+    machine = describe_machine(args.device)
+    print(f"{machine}; figures in {b.precision}")
     vpt, full = b.model(), b.model(prompts=False, full=True)
     # Figure 1 resolves a 1% difference, about this machine's noise: its pair alternates alone, three
     # times as often, and the ratio is the median of each round's own ratio (neighbours share the noise).
     pair = b.samples(b.init_pair(b.model()), 3 * args.repeats)
     pair_ratios = sorted(s / v for s, v in zip(pair["spt"], pair["vpt"]))
     t = b.timed({"vpt": b.step_fn(vpt), "forward": b.forward_fn(vpt), "full": b.step_fn(full),
-                 "fp32": b.step_fn(vpt, bf16=False)}, args.repeats)
+                 "other": b.step_fn(vpt, bf16=not b.bf16)}, args.repeats)
     lightning, bare = b.lightning_vs_bare(steps=8, rounds=args.repeats)
     mem_prompt, mem_full = b.peak_memory(b.model()), b.peak_memory(b.model(prompts=False, full=True))
     rows = [
@@ -244,7 +265,7 @@ def main() -> None:
         from spt_lightning.data import TaskDataModule
 
         init = init_run(args.init_preset, args.init_images, args.length, args.batch_size, 2,
-                        "gpu" if args.device == "cuda" else "cpu", "bf16-mixed", 20)
+                        "gpu" if args.device == "cuda" else "cpu", b.precision, 20)
         task = {"name": "demo/animal_mnist", "kind": "animal_mnist", "num_classes": 10, "transform": "resize",
                 "split_seed": 0, "sizes": {"train": 800, "val": 200, "test": 2000}}
         dm = TaskDataModule(task, 112, *IMAGENET, batch_size=args.batch_size, num_workers=2)
@@ -253,12 +274,13 @@ def main() -> None:
                                                 args.device, args.repeats)
         rows += [("5 prototype init / training epoch", init["init_per_epoch"], "<=", 0.5),
                  ("6 loader img/s / model img/s", load / use, ">=", 2.0)]
-    rows.append(("7 bf16-mixed speed-up over fp32", t["fp32"] / t["vpt"], "", None))
+    bf16_step, fp32_step = (t["vpt"], t["other"]) if b.bf16 else (t["other"], t["vpt"])
+    rows.append(("7 bf16-mixed speed-up over fp32", fp32_step / bf16_step, "", None))
     quartiles = statistics.quantiles(pair_ratios, n=4)
     print(f"figure 1: {len(pair_ratios)} paired rounds, SPT/VPT quartiles {quartiles[0]:.3f}-{quartiles[2]:.3f}")
     print(f"{args.arch} @ {args.img_size}px, batch {args.batch_size}, P={args.length}, {args.device}; "
           f"step {1000 * t['vpt']:.0f} ms, forward {1000 * t['forward']:.0f} ms, full {1000 * t['full']:.0f} ms, "
-          f"fp32 step {1000 * t['fp32']:.0f} ms; "
+          f"{'fp32' if b.bf16 else 'bf16-mixed'} step {1000 * t['other']:.0f} ms (the other path); "
           f"memory prompt {mem_prompt / 2**20:.0f} MiB, full {mem_full / 2**20:.0f} MiB")
     if not args.skip_demo:
         print(f"{args.init_preset} init ({init['images']} images): capture {init['capture_s']:.1f} s "
@@ -270,7 +292,8 @@ def main() -> None:
         met = "" if target is None else ("met" if (value <= target if op == "<=" else value >= target) else "MISSED")
         print(f"{name:<42} {value:>7.2f}  {op} {'' if target is None else target} {met}")
         out.append({"figure": name, "value": value, "op": op, "target": target, "met": met or None})
-    Path(args.json).write_text(json.dumps({"device": args.device, "arch": args.arch, "rows": out}, indent=2))
+    Path(args.json).write_text(json.dumps({"device": args.device, "machine": machine, "precision": b.precision,
+                                           "arch": args.arch, "rows": out}, indent=2))
 
 
 if __name__ == "__main__":

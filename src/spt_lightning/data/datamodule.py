@@ -118,9 +118,12 @@ class TaskDataModule(L.LightningDataModule):
     def prototype_dataloader(self, fraction: float = 1.0, seed: int = 0, batch_size: int | None = None) -> DataLoader:
         """The training set with **eval** transforms, in a fixed order (a seeded ``fraction`` of it)."""
         dataset = _seeded_subset(self.training_set(self.transforms(train=False)), fraction, seed)
-        return self._loader(dataset, batch_size=batch_size, persistent=False)
+        return self._loader(dataset, batch_size=batch_size)
 
-    def _loader(self, dataset: Dataset, sampler=None, batch_size: int | None = None, persistent: bool = True) -> DataLoader:
+    def _loader(self, dataset: Dataset, sampler=None, batch_size: int | None = None) -> DataLoader:
+        # NOTE: no persistent workers: the loaders are made afresh each epoch (the trainer's
+        # reload_dataloaders_every_n_epochs=1), and workers that lived on would carry their random state
+        # across epochs, which a resumed run cannot restore.
         return DataLoader(
             dataset,
             batch_size=batch_size or self.batch_size,
@@ -129,16 +132,13 @@ class TaskDataModule(L.LightningDataModule):
             drop_last=False,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory and torch.cuda.is_available(),
-            persistent_workers=persistent and self.num_workers > 0,
             collate_fn=collate_skipping_none if self.task.get("skip_corrupt") else None,
         )
 
     def train_dataloader(self) -> DataLoader:
         dataset = self.training_set(self.transforms(train=True))
-        # NOTE: workers start afresh each epoch, seeded from (seed, epoch): persistent workers would carry
-        # their random state across epochs, which a resumed run cannot restore.
         epoch = self.trainer.current_epoch if self.trainer is not None else 0
-        return self._loader(dataset, EpochShuffle(dataset, self.seed, epoch), persistent=False)
+        return self._loader(dataset, EpochShuffle(dataset, self.seed, epoch))
 
     def _eval_loader(self, dataset: Dataset) -> DataLoader:
         # Under DDP each rank scores its own share once: Lightning's default sampler would pad the
