@@ -178,6 +178,20 @@ def test_an_unfinished_run_is_continued_or_refused(tmp_path):
         _run(tmp_path / "other", f"resume={tmp_path / 'nowhere'}")
 
 
+def test_resume_auto_takes_the_newest_of_last_and_a_slurm_checkpoint(tmp_path):
+    from spt_lightning.runs import resume_point
+
+    _run(tmp_path / "run", "data.protocol=final", "trainer.max_epochs=1")
+    (tmp_path / "run" / "results.json").unlink()  # as if the job was stopped before it finished
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    hpc = tmp_path / "run" / "hpc_ckpt_1.ckpt"  # what Lightning's SLURM environment saves on preemption
+    hpc.write_bytes(last.read_bytes())
+    os.utime(last, (time.time() - 60, time.time() - 60))
+    assert resume_point(tmp_path / "run", "auto", False) == (hpc, False)
+    os.utime(hpc, (time.time() - 120, time.time() - 120))
+    assert resume_point(tmp_path / "run", "auto", False) == (last, False)
+
+
 def test_selection_state_survives_the_resume(tmp_path):
     """The best epoch before the interruption stays the choice unless a later epoch beats it."""
     cfg = _cfg(tmp_path / "run", "trainer.max_epochs=3")
