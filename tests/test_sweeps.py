@@ -90,3 +90,14 @@ def test_tune_then_final_picks_the_best_validation_config(tmp_path, monkeypatch)
     for i in range(2):
         grid_run = json.loads((tmp_path / "tf" / "grid" / str(i) / "results.json").read_text())
         assert grid_run["protocol"] == "tune" and grid_run["test"] == {}  # never tested on test
+
+
+def test_tune_grid_takes_hydra_sweeps_and_refuses_a_bad_axis_before_any_run(tmp_path):
+    from spt_lightning.config import ConfigError
+    from spt_lightning.tune import grid, tune_final
+
+    fixed, points = grid(["task=x", "seed=range(0,2)", "optim.optimizer.lr=choice(1e-3,5e-3)"])
+    assert fixed == ["task=x"] and len(points) == 4 and ["seed=1", "optim.optimizer.lr=0.005"] in points
+    with pytest.raises(ConfigError, match="optim.optimizer.lr"):
+        tune_final([*FAST, "optim.optimizer.lrr=1e-3,5e-3"], root=tmp_path / "tf")
+    assert not (tmp_path / "tf").exists()

@@ -117,6 +117,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit on train, choose the epoch on val, test that epoch once; write and return ``results.json``."""
     check_config(cfg)
     ckpt_path = claim_run_folder(cfg)
+    precision, precision_reason = resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator)
+    log.info("Precision %s (%s)", precision, precision_reason)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     started = time.perf_counter()
@@ -138,9 +140,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         compile=cfg.compile,
     )
     loggers = _instantiate_all(_with_wandb_mode(cfg.get("logger")))
-    trainer_kwargs = dict(cfg.trainer)
-    trainer_kwargs["precision"], precision_reason = resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator)
-    log.info("Precision %s (%s)", trainer_kwargs["precision"], precision_reason)
+    trainer_kwargs = dict(cfg.trainer, precision=precision)
     callbacks = _instantiate_all(cfg.get("callbacks"))
     if not datamodule.has_val:  # protocol=final: no validation split; the last epoch is tested
         trainer_kwargs.update(limit_val_batches=0, num_sanity_val_steps=0)
@@ -174,7 +174,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             "backbone": cfg.backbone.arch,
             "img_size": cfg.backbone.img_size,
             "pretrain": cfg.pretrain.name,
-            "precision": {"used": trainer_kwargs["precision"], "why": precision_reason},
+            "precision": {"used": precision, "why": precision_reason},
             "seed": cfg.get("seed"),
             "parameters": module.parameter_counts(),
             "selection": selection,

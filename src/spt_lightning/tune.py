@@ -19,18 +19,24 @@ from pathlib import Path
 from typing import Any
 
 from hydra import compose, initialize_config_module
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import open_dict
 
+from .config import check_overrides
+from .errors import SptError
 from .files import write_atomically
 
 
 def grid(overrides: list[str]) -> tuple[list[str], list[list[str]]]:
-    """Split overrides into fixed ones and the grid points (one list of ``key=value`` per point)."""
+    """Split overrides into fixed ones and the grid points (one list of ``key=value`` per point).
+
+    Sweeps are Hydra's: ``a,b``, ``range(1,4)``, ``choice(...)``, ``glob(...)``.
+    """
     fixed, axes = [], []
-    for item in overrides:
-        key, _, values = item.partition("=")
-        if "," in values and not values.startswith(("[", "{")):
-            axes.append([f"{key}={v}" for v in values.split(",")])
+    for item, parsed in zip(overrides, OverridesParser.create().parse_overrides(overrides)):
+        if parsed.is_sweep_override():
+            key = parsed.get_key_element()
+            axes.append([f"{key}={value}" for value in parsed.sweep_string_iterator()])
         else:
             fixed.append(item)
     return fixed, [list(p) for p in itertools.product(*axes)] if axes else [[]]
@@ -55,6 +61,8 @@ def _run(overrides: list[str], output_dir: Path) -> dict[str, Any]:
 
 def tune_final(overrides: list[str], root: Path | None = None) -> dict[str, Any]:
     fixed, points = grid(overrides)
+    for point in points:  # a mistyped key or option is refused before any run
+        check_overrides([*fixed, *point])
     if root is None:
         with initialize_config_module(version_base="1.3", config_module="spt_lightning.conf"):
             log_dir = compose("train", overrides=fixed).paths.log_dir
@@ -81,4 +89,8 @@ def tune_final(overrides: list[str], root: Path | None = None) -> dict[str, Any]
 
 
 if __name__ == "__main__":
-    tune_final(sys.argv[1:])
+    try:
+        tune_final(sys.argv[1:])
+    except SptError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
