@@ -33,19 +33,19 @@ def run(cfg: DictConfig) -> float | None:
     try:
         results = train(cfg)
     except BaseException as error:
-        record_outcome(cfg, error)
+        recorded = record_outcome(cfg, error)
         if not isinstance(error, RunFolderError):  # a refused folder's log file stays as it was
             _traceback_to_log_file(error)
-        where = f"{cfg.paths.output_dir}/results.json"
+        where = f" (recorded in {recorded})" if recorded else ""
         if interrupted(error):
-            print(f"interrupted ({type(error).__name__}): recorded in {where}; continue with "
-                  f"resume={cfg.paths.output_dir}", file=sys.stderr, flush=True)
+            print(f"interrupted ({type(error).__name__}){where}; continue with resume={cfg.paths.output_dir}",
+                  file=sys.stderr, flush=True)
             sys.exit(exit_code(error))
         if not isinstance(error, SptError):
             raise
         if HydraConfig.get().mode == RunMode.MULTIRUN:
             # Hydra runs every other job, then exits non-zero with this message.
-            raise SptError(f"{error} (recorded in {where})") from None
+            raise SptError(f"{error}{where}") from None
         print(f"error: {error}", file=sys.stderr, flush=True)
         sys.exit(1)
     # The value a Hydra sweeper optimises: validation accuracy of the selected epoch.

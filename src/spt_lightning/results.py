@@ -53,14 +53,13 @@ def exit_code(error: BaseException) -> int:
     return 130 if interrupted(error) else 1
 
 
-def record_outcome(cfg: DictConfig, error: BaseException) -> None:
-    """results.json with status ``failed`` or ``interrupted`` and the error, so that reports show the run.
-
-    Never written for a refused folder, nor over a finished run's results.
+def record_outcome(cfg: DictConfig, error: BaseException) -> Path | None:
+    """results.json with status ``failed`` or ``interrupted`` and the error, so that reports show the run;
+    returns its path. Never written for a refused folder, nor over a finished run's results.
     """
     output_dir = Path(cfg.paths.output_dir)
     if isinstance(error, RunFolderError) or _finished(output_dir / "results.json"):
-        return
+        return None
     write_results(output_dir, {
         "status": "interrupted" if interrupted(error) else "failed",
         "error": f"{type(error).__name__}: {error}",
@@ -74,6 +73,7 @@ def record_outcome(cfg: DictConfig, error: BaseException) -> None:
         "config": OmegaConf.to_container(cfg, resolve=False),
         "versions": versions(),
     })
+    return output_dir / "results.json"
 
 def _finished(path: Path) -> bool:
     try:
