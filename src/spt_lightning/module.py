@@ -12,6 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
 from .errors import SptError
@@ -89,14 +90,9 @@ class PromptTuningModule(L.LightningModule):
         self.strict_loading = False
         self._resumed_rng: dict[str, Any] | None = None
         self.test_correct: str | None = None  # after a test: "1" per test image predicted right, else "0"
-        top5 = min(5, num_classes)
-        self.metrics = nn.ModuleDict(
-            {
-                f"{split}_{name}": MulticlassAccuracy(num_classes, top_k=k, average="micro")
-                for split in ("val", "test")
-                for name, k in (("acc1", 1), ("acc5", top5))
-            }
-        )
+        accuracy = MetricCollection({"acc1": MulticlassAccuracy(num_classes, top_k=1, average="micro"),
+                                     "acc5": MulticlassAccuracy(num_classes, top_k=min(5, num_classes), average="micro")})
+        self.metrics = nn.ModuleDict({split: accuracy.clone(prefix=f"{split}/") for split in ("val", "test")})
 
     def setup(self, stage: str) -> None:
         self.model.set_attention(attention_kernel(self.attention, self.trainer.strategy.root_device))
@@ -178,10 +174,9 @@ class PromptTuningModule(L.LightningModule):
         x, y = batch
         logits = self(x)
         self.log(f"{split}/loss", F.cross_entropy(logits, y), sync_dist=True, batch_size=len(y))
-        for name in ("acc1", "acc5"):
-            metric = self.metrics[f"{split}_{name}"]
-            metric(logits, y)
-            self.log(f"{split}/{name}", metric, prog_bar=name == "acc1", batch_size=len(y))
+        metrics = self.metrics[split]
+        metrics.update(logits, y)
+        self.log_dict(metrics, prog_bar=True, batch_size=len(y))
         return logits
 
     def validation_step(self, batch, batch_idx: int) -> None:
