@@ -134,3 +134,14 @@ def test_data_dir_follows_paths_and_env(cfg_factory, monkeypatch):
     assert cfg_factory("task=vtab/dtd", "paths.data_dir=/d").task.data_dir == "/d/vtab-1k/dtd"
     monkeypatch.setenv("SPT_DATA_DIR", "/from/env")
     assert cfg_factory("task=fgvc/dogs").task.data_dir == "/from/env/Stanford-dogs"
+
+
+@pytest.mark.parametrize("experiment", _options("experiment"))
+def test_every_ready_experiment_sweeps_valid_options_and_keys(experiment):
+    """A mistyped task or key in a sweep definition is caught here, not 18 jobs into a sweep."""
+    from omegaconf import OmegaConf
+
+    from spt_lightning.config import check_overrides
+
+    params = OmegaConf.load(CONF / "experiment" / f"{experiment}.yaml").hydra.sweeper.params
+    check_overrides([f"experiment={experiment}", *(f"{key}={value}" for key, value in params.items())])
