@@ -53,7 +53,8 @@ def mcnemar(a: str, b: str) -> float:
 def table(out: Path) -> str:
     runs = {name: sorted((json.loads(p.read_text()) for p in _folder(out, name).rglob("results.json")),
                          key=lambda r: r["seed"]) for name in VARIANTS}
-    reference = runs[next(iter(VARIANTS))]
+    reference_name = next(iter(VARIANTS))
+    reference = runs[reference_name]
     lines = ["| init | test acc. (%, mean ± std, 3 seeds) | init time (s) | init / training epoch | "
              "paired vs every-token k-means (McNemar p) |", "| --- | --- | --- | --- | --- |"]
     points = []
@@ -67,7 +68,7 @@ def table(out: Path) -> str:
         pairs = [(r, q) for r in rs for q in reference if q["seed"] == r["seed"]]
         paired = "".join(r["test_correct"] for r, _ in pairs), "".join(q["test_correct"] for _, q in pairs)
         diff = statistics.mean(100 * (r["test"]["acc1"] - q["test"]["acc1"]) for r, q in pairs)
-        p = "—" if rs is reference else f"{mcnemar(*paired):.3f} ({diff:+.2f} points)"
+        p = "—" if name == reference_name else f"{mcnemar(*paired):.3f} ({diff:+.2f} points)"
         spread = f" ± {statistics.stdev(accs):.2f}" if len(accs) > 1 else ""
         lines.append(f"| {name} | {statistics.mean(accs):.2f}{spread} | {init:.1f} | {init / epoch:.2f} | {p} |")
         points.append((name, init / epoch, statistics.mean(accs)))
