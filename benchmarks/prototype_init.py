@@ -2,8 +2,9 @@
 
 Both go through the framework's own code paths, measured side by side in one run: the training epoch
 is a Lightning ``fit`` epoch (data loader, forward, backward, AdamW on prompts + head; no validation),
-the init is the ``PrototypeInit`` callback (capture pass over the training split with eval
-transforms, then FAISS k-means on every token of every layer; cache off). Presets:
+the init is the ``PrototypeInit`` callback with the framework's default settings (``conf/init``: capture
+pass over a seeded part of the training split with eval transforms, then FAISS k-means per layer; cache
+off), or with ``--every-token`` the every-token rule (all images, every token of every layer). Presets:
 
   demo  the offline demo: bundled DINOv2 ViT-S/14 at 112 px, 800 Animal-MNIST images, P=10, deep
   cub   CUB scale: ViT-B/16 geometry (random weights) at 224 px, 12 layers, 6,000 generated images, P=10
@@ -11,7 +12,7 @@ transforms, then FAISS k-means on every token of every layer; cache off). Preset
 Both terms grow linearly with the number of images, so ``--images`` may shrink the CUB preset on a
 slow machine; the ratio holds, and the absolute times are printed too.
 
-    python benchmarks/prototype_init.py --preset demo
+    python benchmarks/prototype_init.py --preset demo [--every-token]
     python benchmarks/prototype_init.py --preset cub --images 6000 --device cuda
 """
 
@@ -50,8 +51,18 @@ class EpochTimer(L.Callback):
         self.seconds = time.perf_counter() - self.started
 
 
+def init_defaults() -> dict:
+    """The framework's prototype-init settings (conf/init/default.yaml), so the figure is the default's."""
+    from importlib.resources import files
+
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.load(files("spt_lightning.conf") / "init" / "default.yaml")
+    return {"data_fraction": cfg.data_fraction, "max_tokens_per_layer": cfg.max_tokens_per_layer}
+
+
 def run(preset: str, images: int | None, length: int, batch: int, workers: int, accelerator: str,
-        precision: str, iters: int) -> dict:
+        precision: str, iters: int, every_token: bool = False) -> dict:
     p = PRESETS[preset]
     n = images or p["images"]
     precision, _ = resolve_precision(precision, accelerator)
@@ -61,7 +72,8 @@ def run(preset: str, images: int | None, length: int, batch: int, workers: int, 
     model = PromptedViT(vit, length, deep=True)
     module = PromptTuningModule(model, task["num_classes"], functools.partial(torch.optim.AdamW, lr=1e-3))
     dm = TaskDataModule(task, p["img_size"], *IMAGENET, batch_size=batch, num_workers=workers)
-    init = PrototypeInit("kmeans", max_tokens_per_layer=10**9, kmeans_iters=iters, cache_dir=None)
+    settings = {"data_fraction": 1.0, "max_tokens_per_layer": 10**9} if every_token else init_defaults()
+    init = PrototypeInit("kmeans", **settings, kmeans_iters=iters, cache_dir=None)
     timer = EpochTimer()
     trainer = L.Trainer(accelerator=accelerator, devices=1, precision=precision, max_epochs=1, limit_val_batches=0,
                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
@@ -73,7 +85,7 @@ def run(preset: str, images: int | None, length: int, batch: int, workers: int, 
         "prompt_length": length, "tokens_per_layer": s["layers"][0]["tokens"], "accelerator": accelerator,
         "precision": precision, "epoch_s": timer.seconds, "capture_s": s["capture_time"],
         "kmeans_s": s["prototype_time"], "init_s": s["time"], "init_per_epoch": s["time"] / timer.seconds,
-        "target": 0.5,
+        "settings": "every token" if every_token else settings, "target": 0.1,
     }
 
 
@@ -87,12 +99,14 @@ def main() -> None:
     parser.add_argument("--iters", type=int, default=20, help="k-means iterations")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--precision", default="auto", help="auto: as training picks it (bf16 only where native)")
+    parser.add_argument("--every-token", action="store_true", help="k-means on every token of every image")
     parser.add_argument("--json", help="also write the rows to this file")
     args = parser.parse_args()
     accelerator = "gpu" if args.device == "cuda" else args.device
     presets = list(PRESETS) if args.preset == "all" else [args.preset]
-    rows = [run(p, args.images, args.length, args.batch_size, args.workers, accelerator, args.precision, args.iters)
-            for p in presets]
+    rows = [run(p, args.images, args.length, args.batch_size, args.workers, accelerator, args.precision, args.iters,
+                args.every_token) for p in presets]
+    print(f"init settings: {rows[0]['settings']}; {rows[0]['precision']}")
     print(f"{'preset':<6} {'images':>6} {'tokens/layer':>12} {'epoch s':>8} {'capture s':>9} {'kmeans s':>8} "
           f"{'init/epoch':>10}  target")
     for r in rows:
