@@ -30,8 +30,8 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from spt_lightning.backbones import build_vit
 from spt_lightning.data import TaskDataModule
 from spt_lightning.models import PromptedViT
-from spt_lightning.precision import resolve_precision
 from spt_lightning.module import PromptTuningModule
+from spt_lightning.precision import resolve_precision
 from spt_lightning.prototypes import PrototypeInit
 
 IMAGENET = (IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD)

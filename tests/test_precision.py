@@ -44,6 +44,7 @@ def test_unknown_precision_lists_lightnings_values_and_auto():
 
 def test_results_and_summary_say_which_precision_and_why(tmp_path, capsys):
     from conftest import compose_cfg
+
     from spt_lightning.train import train
 
     results = train(compose_cfg(tmp_path, ["trainer.precision=32-true"]))

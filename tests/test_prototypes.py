@@ -7,7 +7,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from spt_lightning.models import PromptedViT
 from spt_lightning.prototypes import PrototypeError, PrototypeInit
-from spt_lightning.prototypes.capture import TokenReservoir, WindowPool, capture, layer_tokens
+from spt_lightning.prototypes.capture import TokenReservoir, WindowPool, capture
 from spt_lightning.prototypes.strategies import prototypes
 
 from conftest import tiny_vit
@@ -37,7 +37,7 @@ def test_captured_tokens_equal_block_inputs():
     images = torch.randn(5, 3, 32, 32)
     expected = _hooked_tokens(model, images)
     with torch.no_grad():
-        got = dict(layer_tokens(model, images, num_layers=3))
+        got = dict(model.block_inputs(images, num_layers=3))
     assert set(got) == {0, 1, 2}
     for layer in range(3):
         assert got[layer].shape == (5, 64, 64)

@@ -15,7 +15,6 @@ from .datasets import collate_skipping_none
 from .tasks import build_datasets
 from .transforms import build_transforms
 
-
 PROTOCOLS = ("select", "tune", "final")
 
 

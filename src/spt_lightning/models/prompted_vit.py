@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
@@ -97,6 +99,16 @@ class PromptedViT(nn.Module):
         x = vit._pos_embed(x)
         x = vit.patch_drop(x)
         return vit.norm_pre(x)
+
+    def block_inputs(self, images: torch.Tensor, num_layers: int) -> Iterator[tuple[int, torch.Tensor]]:
+        """``(i, tokens [B, N, D])`` for blocks ``0 .. num_layers-1`` of the prompt-free backbone: the patch
+        tokens that enter block i (prefix tokens dropped), i.e. what layer i's prompts sit beside."""
+        n = self.num_prefix_tokens
+        x = self.embed(images)
+        yield 0, x[:, n:]
+        for i, block in enumerate(self.vit.blocks[: num_layers - 1]):
+            x = block(x)
+            yield i + 1, x[:, n:]
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.embed(x)

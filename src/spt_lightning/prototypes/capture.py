@@ -9,23 +9,13 @@ holds the output of block i-1, prefix tokens dropped.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager, nullcontext
 
 import torch
 import torch.nn.functional as F
 
 from ..models import PromptedViT
-
-
-def layer_tokens(model: PromptedViT, images: torch.Tensor, num_layers: int) -> Iterator[tuple[int, torch.Tensor]]:
-    """Yield ``(layer, tokens [B, N, D])`` for layers ``0 .. num_layers-1`` of the prompt-free backbone."""
-    n = model.num_prefix_tokens
-    x = model.embed(images)
-    yield 0, x[:, n:]
-    for i, block in enumerate(model.vit.blocks[: num_layers - 1]):
-        x = block(x)
-        yield i + 1, x[:, n:]
 
 
 class TokenReservoir:
@@ -111,7 +101,7 @@ def capture(
     try:
         for images in batches:
             with forward_context():
-                for layer, tokens in layer_tokens(model, images, len(collectors)):
+                for layer, tokens in model.block_inputs(images, len(collectors)):
                     collectors[layer].add(tokens)
     finally:
         model.vit.train(was_training)
