@@ -39,10 +39,6 @@ def check_config(cfg: DictConfig) -> None:
                           f"(train/, val/ and test/ inside, one sub-folder per class)")
     _number(cfg, "trainer.max_epochs", int, 1, ": training needs at least one epoch")
     _number(cfg, "data.batch_size", int, 1)
-    _number(cfg, "init.kmeans_iters", int, 1, " (default 20)")
-    _number(cfg, "init.max_tokens_per_layer", int, 1)
-    if not 0.0 < _number(cfg, "init.data_fraction", float, 0) <= 1.0:
-        raise ConfigError(f"init.data_fraction={cfg.init.data_fraction} must lie in (0, 1]")
     if not 0 <= _number(cfg, "prompt.dropout", float, 0) < 1:
         raise ConfigError(f"prompt.dropout={cfg.prompt.dropout} must lie in [0, 1)")
     lr = cfg.optim.optimizer.lr

@@ -11,6 +11,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_only
@@ -20,6 +21,7 @@ from .backbones import build_vit
 from .config import check_config
 from .data import TaskDataModule
 from .data.tasks import infer_num_classes
+from .errors import SptError
 from .models import PromptedViT
 from .module import PromptTuningModule
 from .precision import resolve_precision
@@ -93,16 +95,19 @@ def _with_wandb_mode(group: DictConfig | None) -> DictConfig | None:
 
 
 def _instantiate_all(group: DictConfig | None) -> list[Any]:
-    return [instantiate(c) for c in (group or {}).values() if c is not None and "_target_" in c]
+    try:
+        return [instantiate(c) for c in (group or {}).values() if c is not None and "_target_" in c]
+    except InstantiationException as err:  # a constructor refused a setting: its own message says which
+        if isinstance(err.__cause__, SptError):
+            raise err.__cause__ from None
+        raise
 
 
 def claim_run_folder(cfg: DictConfig) -> Path | None:
     """Check that this run may write into its folder (before any work) and return the checkpoint it
-    continues from. A resumed run writes into its own folder: ``paths.output_dir`` follows it."""
-    output_dir = Path(run_folder(cfg.resume, cfg.paths.output_dir))
+    continues from."""
+    output_dir = Path(cfg.paths.output_dir)
     ckpt_path, stale = resume_point(output_dir, cfg.resume, cfg.overwrite)
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(output_dir)
     if rank_zero_only.rank == 0:  # other DDP ranks start once rank 0 has claimed the folder
         if stale:
             clear(output_dir)
@@ -116,6 +121,9 @@ def claim_run_folder(cfg: DictConfig) -> Path | None:
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit on train, choose the epoch on val, test that epoch once; write and return ``results.json``."""
     check_config(cfg)
+    with open_dict(cfg):  # a resumed run writes into its own folder
+        cfg.paths.output_dir = run_folder(cfg.resume, cfg.paths.output_dir)
+    callbacks = _instantiate_all(cfg.get("callbacks"))  # each checks its own settings (init.*) here
     ckpt_path = claim_run_folder(cfg)
     precision, precision_reason = resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator)
     log.info("Precision %s (%s)", precision, precision_reason)
@@ -141,7 +149,6 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     )
     loggers = _instantiate_all(_with_wandb_mode(cfg.get("logger")))
     trainer_kwargs = dict(cfg.trainer, precision=precision)
-    callbacks = _instantiate_all(cfg.get("callbacks"))
     if not datamodule.has_val:  # protocol=final: no validation split; the last epoch is tested
         trainer_kwargs.update(limit_val_batches=0, num_sanity_val_steps=0)
         callbacks = [cb for cb in callbacks if not (isinstance(cb, ModelCheckpoint) and cb.monitor)]

@@ -20,6 +20,12 @@ from .strategies import PrototypeError, kmeans_gpu, make_collector, needs_data, 
 log = logging.getLogger(__name__)
 
 
+def _check(key: str, value: Any, kind: type, ok, expected: str) -> None:
+    numeric = isinstance(value, (int, float) if kind is float else int) and not isinstance(value, bool)
+    if not (numeric and ok(value)):
+        raise PrototypeError(f"{key}={value!r}: expected {expected}")
+
+
 class PrototypeInit(Callback):
     """Initialise the prompts from the downstream data's own tokens, once, in ``on_fit_start``.
 
@@ -49,12 +55,9 @@ class PrototypeInit(Callback):
         batch_size: int | None = None,
     ):
         needs_data(strategy)  # validates the name
-        if not 0.0 < data_fraction <= 1.0:
-            raise PrototypeError(f"init.data_fraction must lie in (0, 1], got {data_fraction}")
-        if max_tokens_per_layer <= 0:
-            raise PrototypeError(f"init.max_tokens_per_layer must be > 0, got {max_tokens_per_layer}")
-        if kmeans_iters < 1:
-            raise PrototypeError(f"init.kmeans_iters={kmeans_iters}: k-means needs at least one iteration (default 20)")
+        _check("init.data_fraction", data_fraction, float, lambda v: 0 < v <= 1, "a number in (0, 1]")
+        _check("init.max_tokens_per_layer", max_tokens_per_layer, int, lambda v: v >= 1, "an integer >= 1")
+        _check("init.kmeans_iters", kmeans_iters, int, lambda v: v >= 1, "an integer >= 1 (default 20)")
         # What determines the prototypes besides the data and the model (part of the cache key).
         self.settings = {"strategy": strategy, "max_tokens_per_layer": max_tokens_per_layer,
                          "data_fraction": data_fraction, "kmeans_iters": kmeans_iters, "seed": seed}
