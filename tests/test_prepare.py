@@ -132,8 +132,8 @@ def test_skip_corrupt_images_when_asked(tmp_path):
     test = json.loads((raw / "test.json").read_text())
     (raw / "images" / sorted(test)[0]).write_bytes(b"broken")
     task = {"name": "fgvc/cub", "kind": "fgvc", "num_classes": 2, "data_dir": str(raw), "image_dir": "images",
-            "transform": "crop", "skip_corrupt": True}
-    dm = TaskDataModule(task, 32, [0.5] * 3, [0.5] * 3, batch_size=64, num_workers=0)
+            "transform": "crop"}
+    dm = TaskDataModule(task, 32, [0.5] * 3, [0.5] * 3, batch_size=64, num_workers=0, skip_corrupt=True)
     dm.setup("fit")
     assert len(next(iter(dm.test_dataloader()))[1]) == len(test) - 1
 

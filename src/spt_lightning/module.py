@@ -213,8 +213,8 @@ class PromptTuningModule(L.LightningModule):
         state = checkpoint["state_dict"]
         own = dict(self.named_parameters())
         missing = sorted(self._trainable_keys() - state.keys())
-        wrong = [f"{k} {tuple(state[k].shape)} here {tuple(own[k].shape)}" for k in sorted(self._trainable_keys() & state.keys())
-                 if state[k].shape != own[k].shape]
+        wrong = [f"{k} {tuple(state[k].shape)} here {tuple(own[k].shape)}"
+                 for k in sorted(self._trainable_keys() & state.keys()) if state[k].shape != own[k].shape]
         if missing or wrong:
             raise TrainingError(
                 f"{source} does not fit this model: "

@@ -48,7 +48,8 @@ class EpochLines(L.Callback):
             self.quarter = quarter
             elapsed = time.perf_counter() - self.test_started
             left = elapsed * (total - batch_idx - 1) / (batch_idx + 1)
-            print(f"test {25 * quarter}% ({self.test_images} images)  {elapsed:.0f}s  ETA {_duration(left)}", flush=True)
+            print(f"test {25 * quarter}% ({self.test_images} images)  {elapsed:.0f}s  ETA {_duration(left)}",
+                  flush=True)
 
 
 def _duration(seconds: float) -> str:

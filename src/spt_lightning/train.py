@@ -60,24 +60,19 @@ def build_datamodule(cfg: DictConfig, model: PromptedViT) -> TaskDataModule:
     pretrained_cfg = model.vit.pretrained_cfg or {}
     mean = cfg.pretrain.get("mean") or pretrained_cfg.get("mean", (0.5, 0.5, 0.5))
     std = cfg.pretrain.get("std") or pretrained_cfg.get("std", (0.5, 0.5, 0.5))
-    task = {**OmegaConf.to_container(cfg.task, resolve=True), "skip_corrupt": cfg.data.get("skip_corrupt", False)}
     return TaskDataModule(
-        task,
+        OmegaConf.to_container(cfg.task, resolve=True),
         img_size=cfg.backbone.img_size,
         mean=list(mean),
         std=list(std),
         batch_size=cfg.data.batch_size,
-        num_workers=_workers(cfg.data.num_workers),
+        num_workers=cfg.data.num_workers,
         pin_memory=cfg.data.pin_memory,
-        protocol=cfg.data.get("protocol", "select"),
-        fraction=cfg.data.get("fraction", 1.0),
+        protocol=cfg.data.protocol,
+        fraction=cfg.data.fraction,
         seed=cfg.get("seed") or 0,
+        skip_corrupt=cfg.data.skip_corrupt,
     )
-
-
-def _workers(setting: int | str) -> int:
-    """``auto``: one loader process per core, at most 8 (enough to keep a GPU fed with these recipes)."""
-    return min(8, len(os.sched_getaffinity(0))) if setting == "auto" else int(setting)
 
 
 def _with_wandb_mode(group: DictConfig | None) -> DictConfig | None:

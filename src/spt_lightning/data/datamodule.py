@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -58,11 +59,13 @@ class TaskDataModule(L.LightningDataModule):
         mean: Normalisation mean of the pretrained weights.
         std: Normalisation std of the pretrained weights.
         batch_size: Per-device batch size.
-        num_workers: Loader worker processes (0 loads in the main process).
+        num_workers: Loader worker processes (0 loads in the main process); ``auto``: one per core, at
+            most 8 (enough to keep a GPU fed with these recipes).
         pin_memory: Pin host memory for faster copies to the GPU.
         protocol: ``select``, ``tune`` or ``final``.
         fraction: Seeded part of the training set used (the paper's "amount of target data" study).
         seed: Seed of that part.
+        skip_corrupt: Skip unreadable images (a warning names each) instead of stopping.
     """
 
     def __init__(
@@ -72,11 +75,12 @@ class TaskDataModule(L.LightningDataModule):
         mean: Sequence[float],
         std: Sequence[float],
         batch_size: int = 32,
-        num_workers: int = 2,
+        num_workers: int | str = "auto",
         pin_memory: bool = True,
         protocol: str = "select",
         fraction: float = 1.0,
         seed: int = 0,
+        skip_corrupt: bool = False,
     ):
         super().__init__()
         if protocol not in PROTOCOLS:
@@ -85,7 +89,10 @@ class TaskDataModule(L.LightningDataModule):
             raise ValueError(f"data.fraction={fraction} must lie in (0, 1]")
         self.task = dict(task)
         self.img_size, self.mean, self.std = img_size, tuple(mean), tuple(std)
-        self.batch_size, self.num_workers, self.pin_memory = batch_size, num_workers, pin_memory
+        if num_workers == "auto":
+            num_workers = min(8, len(os.sched_getaffinity(0)))
+        self.batch_size, self.num_workers, self.pin_memory = batch_size, int(num_workers), pin_memory
+        self.skip_corrupt = skip_corrupt
         self.protocol, self.fraction, self.seed = protocol, fraction, seed
         self.splits: dict[str, Dataset] = {}
 
@@ -103,7 +110,8 @@ class TaskDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if not self.splits:
             evaluate = self.transforms(train=False)
-            self.splits = build_datasets(self.task, {"train": self.transforms(train=True), "val": evaluate, "test": evaluate})
+            transforms = {"train": self.transforms(train=True), "val": evaluate, "test": evaluate}
+            self.splits = build_datasets(self.task, transforms, self.skip_corrupt)
 
     def training_set(self, transform) -> Dataset:
         """The images the model trains on under the protocol and fraction, with ``transform``."""
@@ -131,7 +139,7 @@ class TaskDataModule(L.LightningDataModule):
             drop_last=False,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory and torch.cuda.is_available(),
-            collate_fn=collate_skipping_none if self.task.get("skip_corrupt") else None,
+            collate_fn=collate_skipping_none if self.skip_corrupt else None,
         )
 
     def train_dataloader(self) -> DataLoader:

@@ -39,14 +39,14 @@ def _array_datasets(images, labels, task, transforms) -> dict[str, Dataset]:
     return {s: ArrayDataset(images[index[s]], labels[index[s]], transforms[s]) for s in SPLITS}
 
 
-def _animal_mnist(task, transforms) -> dict[str, Dataset]:
+def _animal_mnist(task, transforms, skip_corrupt=False) -> dict[str, Dataset]:  # in memory: nothing to skip
     from ..assets import ANIMAL_MNIST, wheel_member
 
     files = [wheel_member("animal_mnist", m) for m in ANIMAL_MNIST.members]
     return _array_datasets(*animal_mnist_arrays(*files), task, transforms)
 
 
-def _synthetic(task, transforms) -> dict[str, Dataset]:
+def _synthetic(task, transforms, skip_corrupt=False) -> dict[str, Dataset]:
     n = sum(task["sizes"].values())
     return _array_datasets(*synthetic_arrays(task["num_classes"], n, task["image_size"], task["split_seed"]), task, transforms)
 
@@ -61,7 +61,7 @@ SPLIT_READERS: dict[str, Callable[[Path], list[tuple[str, int]]]] = {"fgvc": rea
 def _split_files(kind: str):
     reader, names = SPLIT_READERS[kind], SPLIT_FILES[kind]
 
-    def build(task, transforms) -> dict[str, Dataset]:
+    def build(task, transforms, skip_corrupt=False) -> dict[str, Dataset]:
         root = require_data_dir(task)
         image_dir = root / task.get("image_dir", "")
         out = {}
@@ -78,7 +78,7 @@ def _split_files(kind: str):
             if bad is not None:
                 raise DataError(f"{path}: label {bad[1]} of {bad[0]} is outside 0..{task['num_classes'] - 1} "
                                 f"(task.num_classes={task['num_classes']}); fix the split file or task.num_classes")
-            out[split] = FileListDataset(image_dir, items, transforms[split], skip_corrupt=task.get("skip_corrupt", False))
+            out[split] = FileListDataset(image_dir, items, transforms[split], skip_corrupt)
         return out
 
     return build
@@ -108,7 +108,7 @@ def folder_items(root: Path, split: str) -> tuple[list[str], list[tuple[str, int
     return classes, [(str(Path(path).relative_to(root)), label) for path, label in samples]
 
 
-def _image_folders(task, transforms) -> dict[str, Dataset]:
+def _image_folders(task, transforms, skip_corrupt=False) -> dict[str, Dataset]:
     root = require_data_dir(task)
     missing = [s for s in SPLITS if not (root / s).is_dir()]
     if missing:
@@ -119,7 +119,7 @@ def _image_folders(task, transforms) -> dict[str, Dataset]:
         classes[s], items = folder_items(root, s)
         if not items:
             raise DataError(f"{root / s} holds no images in class sub-folders (split '{s}' of task=folder)")
-        out[s] = FileListDataset(root, items, transforms[s], skip_corrupt=task.get("skip_corrupt", False))
+        out[s] = FileListDataset(root, items, transforms[s], skip_corrupt)
     for s in ("val", "test"):
         if classes[s] != classes["train"]:
             raise DataError(f"{root / s} has classes {classes[s][:5]}..., train/ has {classes['train'][:5]}...: "
@@ -135,7 +135,7 @@ def infer_num_classes(task: dict[str, Any]) -> int:
     return sum(1 for p in train.iterdir() if p.is_dir())
 
 
-BUILDERS: dict[str, Callable[[dict, dict], dict[str, Dataset]]] = {
+BUILDERS: dict[str, Callable[[dict, dict, bool], dict[str, Dataset]]] = {
     "folder": _image_folders,
     "animal_mnist": _animal_mnist,
     "synthetic": _synthetic,
@@ -144,9 +144,10 @@ BUILDERS: dict[str, Callable[[dict, dict], dict[str, Dataset]]] = {
 }
 
 
-def build_datasets(task: dict[str, Any], transforms: dict[str, Callable]) -> dict[str, Dataset]:
+def build_datasets(task: dict[str, Any], transforms: dict[str, Callable],
+                   skip_corrupt: bool = False) -> dict[str, Dataset]:
     """Datasets for ``train``, ``val`` and ``test`` of one task, with the given transform per split."""
     kind = task["kind"]
     if kind not in BUILDERS:
         raise DataError(f"task {task['name']} has unknown kind '{kind}'; known kinds: {sorted(BUILDERS)}")
-    return BUILDERS[kind](task, transforms)
+    return BUILDERS[kind](task, transforms, skip_corrupt)
