@@ -5,6 +5,7 @@ images it got right (``test_correct`` in results.json), so two variants are comp
 McNemar's exact test on the (seed, image) pairs against every-token k-means.
 
     python benchmarks/init_study.py run --out logs/init_study      # 5 variants x 3 seeds (about an hour on 2 cores)
+    python benchmarks/init_study.py cost --out logs/init_study     # init / epoch of each, side by side (minutes)
     python benchmarks/init_study.py table --out logs/init_study    # the table, the p-values and a plot
 """
 
@@ -13,31 +14,47 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import statistics
 import subprocess
 import sys
 from pathlib import Path
 
-VARIANTS = {  # name -> overrides; the reference first
-    "kmeans, every token": ["prompt.init=kmeans", "init.max_tokens_per_layer=100000"],
-    "kmeans, 256*P tokens/layer": ["prompt.init=kmeans", "init.max_tokens_per_layer=2560"],
-    "kmeans, data_fraction 0.25": ["prompt.init=kmeans", "init.data_fraction=0.25"],
-    "kmeans, data_fraction 0.1": ["prompt.init=kmeans", "init.data_fraction=0.1"],
-    "random tokens": ["prompt.init=random"],
+VARIANTS = {  # name -> init settings (conf/init keys); the reference first
+    "kmeans, every token": {"strategy": "kmeans", "tokens_per_prompt": None},
+    "kmeans, 256*P tokens (default)": {"strategy": "kmeans", "tokens_per_prompt": 256},
+    "kmeans, every token of 25% of images": {"strategy": "kmeans", "tokens_per_prompt": None, "data_fraction": 0.25},
+    "kmeans, every token of 10% of images": {"strategy": "kmeans", "tokens_per_prompt": None, "data_fraction": 0.1},
+    "random tokens": {"strategy": "random", "tokens_per_prompt": None},
 }
 SEEDS = "0,1,2"
 
 
 def _folder(out: Path, name: str) -> Path:
-    return out / name.replace(" ", "_").replace(",", "").replace("*", "x")
+    return out / re.sub(r"[^\w.]+", "_", name).strip("_")
+
+
+def _overrides(settings: dict) -> list[str]:
+    keys = {"strategy": "prompt.init"}
+    return [f"{keys.get(k, 'init.' + k)}={'null' if v is None else v}" for k, v in settings.items()]
 
 
 def run(out: Path, extra: list[str]) -> None:
-    for name, overrides in VARIANTS.items():
-        folder = _folder(out, name)
+    for name, settings in VARIANTS.items():
+        folder, overrides = _folder(out, name), _overrides(settings)
         print(f"== {name}: {' '.join(overrides)}", flush=True)
         subprocess.run([sys.executable, "-m", "spt_lightning", "-m", f"seed={SEEDS}", *overrides, *extra,
                         f"hydra.sweep.dir={folder}", "init.cache_dir=null"], check=False)
+
+
+def cost(out: Path) -> None:
+    """Init time / training epoch of every variant, measured side by side in this one process at the demo's
+    geometry (``prototype_init.py``; the training runs' own timings are too noisy on a shared machine)."""
+    import prototype_init
+
+    rows = {name: prototype_init.run("demo", None, 10, 32, 2, "cpu", "auto", 20, settings)
+            for name, settings in VARIANTS.items()}
+    (out / "cost.json").write_text(json.dumps(rows, indent=2))
 
 
 def mcnemar(a: str, b: str) -> float:
@@ -53,25 +70,30 @@ def mcnemar(a: str, b: str) -> float:
 def table(out: Path) -> str:
     runs = {name: sorted((json.loads(p.read_text()) for p in _folder(out, name).rglob("results.json")),
                          key=lambda r: r["seed"]) for name in VARIANTS}
+    costs = json.loads((out / "cost.json").read_text()) if (out / "cost.json").exists() else {}
     reference_name = next(iter(VARIANTS))
-    reference = runs[reference_name]
-    lines = ["| init | test acc. (%, mean ± std, 3 seeds) | init time (s) | init / training epoch | "
-             "paired vs every-token k-means (McNemar p) |", "| --- | --- | --- | --- | --- |"]
+    reference = {r["seed"]: r for r in runs[reference_name]}
+    lines = ["| init | test acc. (%, mean ± std) | vs every-token k-means, per seed (points) | McNemar p | "
+             "init (s) | init / training epoch |", "| --- | --- | --- | --- | --- | --- |"]
     points = []
     for name, rs in runs.items():
         rs = [r for r in rs if r["status"] == "ok"]
         if not rs:
             continue
         accs = [100 * r["test"]["acc1"] for r in rs]
-        init = statistics.mean(r["timings"]["init"] for r in rs)
-        epoch = statistics.mean(r["timings"]["train"] / r["selection"]["epochs"] for r in rs)
-        pairs = [(r, q) for r in rs for q in reference if q["seed"] == r["seed"]]
+        if name in costs:  # measured side by side (``cost``)
+            init, ratio = costs[name]["init_s"], costs[name]["init_per_epoch"]
+        else:  # the training runs' own timings
+            init = statistics.mean(r["timings"]["init"] for r in rs)
+            ratio = init / statistics.mean(r["timings"]["train"] / r["selection"]["epochs"] for r in rs)
+        pairs = [(r, reference[r["seed"]]) for r in rs if r["seed"] in reference]
         paired = "".join(r["test_correct"] for r, _ in pairs), "".join(q["test_correct"] for _, q in pairs)
-        diff = statistics.mean(100 * (r["test"]["acc1"] - q["test"]["acc1"]) for r, q in pairs)
-        p = "—" if name == reference_name else f"{mcnemar(*paired):.3f} ({diff:+.2f} points)"
+        diffs = " / ".join(f"{100 * (r['test']['acc1'] - q['test']['acc1']):+.2f}" for r, q in pairs)
+        p = ("—", "—") if name == reference_name else (diffs, f"{mcnemar(*paired):.3f}")
         spread = f" ± {statistics.stdev(accs):.2f}" if len(accs) > 1 else ""
-        lines.append(f"| {name} | {statistics.mean(accs):.2f}{spread} | {init:.1f} | {init / epoch:.2f} | {p} |")
-        points.append((name, init / epoch, statistics.mean(accs)))
+        lines.append(f"| {name} | {statistics.mean(accs):.2f}{spread} ({len(accs)} seeds) | {p[0]} | {p[1]} | "
+                     f"{init:.1f} | {ratio:.2f} |")
+        points.append((name, ratio, statistics.mean(accs)))
     _plot(points, out / "init_accuracy_vs_cost.png")
     return "\n".join(lines)
 
@@ -86,6 +108,7 @@ def _plot(points, path: Path) -> None:
     for name, cost, acc in points:
         ax.scatter(cost, acc)
         ax.annotate(name, (cost, acc), fontsize=7, xytext=(4, 4), textcoords="offset points")
+    ax.margins(x=0.3, y=0.15)  # room for the labels
     ax.set_xlabel("prompt init time / training epoch")
     ax.set_ylabel("test accuracy (%), mean of 3 seeds")
     ax.set_title("SPT-deep on the demo: init cost vs accuracy")
@@ -96,11 +119,13 @@ def _plot(points, path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=("run", "table"))
+    parser.add_argument("command", choices=("run", "cost", "table"))
     parser.add_argument("--out", type=Path, default=Path("logs/init_study"))
     args, extra = parser.parse_known_args()
     if args.command == "run":
         run(args.out, extra)
+    elif args.command == "cost":
+        cost(args.out)
     print(table(args.out))
 
 

@@ -3,8 +3,8 @@
 Both go through the framework's own code paths, measured side by side in one run: the training epoch
 is a Lightning ``fit`` epoch (data loader, forward, backward, AdamW on prompts + head; no validation),
 the init is the ``PrototypeInit`` callback with the framework's default settings (``conf/init``: capture
-pass over a seeded part of the training split with eval transforms, then FAISS k-means per layer; cache
-off), or with ``--every-token`` the every-token rule (all images, every token of every layer). Presets:
+pass over a seeded part of the training split with eval transforms, then FAISS k-means per layer on
+256*P tokens; cache off), or with the settings given (``--tokens-per-prompt all``: every token). Presets:
 
   demo  the offline demo: bundled DINOv2 ViT-S/14 at 112 px, 800 Animal-MNIST images, P=10, deep
   cub   CUB scale: ViT-B/16 geometry (random weights) at 224 px, 12 layers, 6,000 generated images, P=10
@@ -12,7 +12,7 @@ off), or with ``--every-token`` the every-token rule (all images, every token of
 Both terms grow linearly with the number of images, so ``--images`` may shrink the CUB preset on a
 slow machine; the ratio holds, and the absolute times are printed too.
 
-    python benchmarks/prototype_init.py --preset demo [--every-token]
+    python benchmarks/prototype_init.py --preset demo [--tokens-per-prompt all] [--data-fraction 0.1]
     python benchmarks/prototype_init.py --preset cub --images 6000 --device cuda
 """
 
@@ -58,11 +58,11 @@ def init_defaults() -> dict:
     from omegaconf import OmegaConf
 
     cfg = OmegaConf.load(files("spt_lightning.conf") / "init" / "default.yaml")
-    return {"data_fraction": cfg.data_fraction, "max_tokens_per_layer": cfg.max_tokens_per_layer}
+    return {"strategy": "kmeans", "data_fraction": cfg.data_fraction, "tokens_per_prompt": cfg.tokens_per_prompt}
 
 
 def run(preset: str, images: int | None, length: int, batch: int, workers: int, accelerator: str,
-        precision: str, iters: int, every_token: bool = False) -> dict:
+        precision: str, iters: int, settings: dict | None = None) -> dict:
     p = PRESETS[preset]
     n = images or p["images"]
     precision, _ = resolve_precision(precision, accelerator)
@@ -72,8 +72,8 @@ def run(preset: str, images: int | None, length: int, batch: int, workers: int, 
     model = PromptedViT(vit, length, deep=True)
     module = PromptTuningModule(model, task["num_classes"], functools.partial(torch.optim.AdamW, lr=1e-3))
     dm = TaskDataModule(task, p["img_size"], *IMAGENET, batch_size=batch, num_workers=workers)
-    settings = {"data_fraction": 1.0, "max_tokens_per_layer": 10**9} if every_token else init_defaults()
-    init = PrototypeInit("kmeans", **settings, kmeans_iters=iters, cache_dir=None)
+    settings = {**init_defaults(), **(settings or {})}
+    init = PrototypeInit(**settings, kmeans_iters=iters, cache_dir=None)
     timer = EpochTimer()
     trainer = L.Trainer(accelerator=accelerator, devices=1, precision=precision, max_epochs=1, limit_val_batches=0,
                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
@@ -85,7 +85,7 @@ def run(preset: str, images: int | None, length: int, batch: int, workers: int, 
         "prompt_length": length, "tokens_per_layer": s["layers"][0]["tokens"], "accelerator": accelerator,
         "precision": precision, "epoch_s": timer.seconds, "capture_s": s["capture_time"],
         "kmeans_s": s["prototype_time"], "init_s": s["time"], "init_per_epoch": s["time"] / timer.seconds,
-        "settings": "every token" if every_token else settings, "target": 0.1,
+        "settings": settings, "target": 0.1,
     }
 
 
@@ -99,13 +99,17 @@ def main() -> None:
     parser.add_argument("--iters", type=int, default=20, help="k-means iterations")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--precision", default="auto", help="auto: as training picks it (bf16 only where native)")
-    parser.add_argument("--every-token", action="store_true", help="k-means on every token of every image")
+    parser.add_argument("--strategy", default="kmeans", help="prompt.init: kmeans or random")
+    parser.add_argument("--tokens-per-prompt", type=lambda v: None if v == "all" else int(v), default=argparse.SUPPRESS,
+                        help="tokens kept per prompt and layer ('all': every token); default: conf/init's")
+    parser.add_argument("--data-fraction", type=float, default=argparse.SUPPRESS, help="default: conf/init's")
     parser.add_argument("--json", help="also write the rows to this file")
     args = parser.parse_args()
     accelerator = "gpu" if args.device == "cuda" else args.device
     presets = list(PRESETS) if args.preset == "all" else [args.preset]
     rows = [run(p, args.images, args.length, args.batch_size, args.workers, accelerator, args.precision, args.iters,
-                args.every_token) for p in presets]
+                {k: v for k, v in vars(args).items() if k in ("strategy", "tokens_per_prompt", "data_fraction")})
+            for p in presets]
     print(f"init settings: {rows[0]['settings']}; {rows[0]['precision']}")
     print(f"{'preset':<6} {'images':>6} {'tokens/layer':>12} {'epoch s':>8} {'capture s':>9} {'kmeans s':>8} "
           f"{'init/epoch':>10}  target")

@@ -45,9 +45,9 @@ def test_defaults_are_the_offline_demo(tmp_path):
 def test_prompt_init_reaches_the_callback(cfg_factory, init):
     from hydra.utils import instantiate
 
-    cfg = cfg_factory(f"prompt.init={init}", "init.max_tokens_per_layer=500", "init.data_fraction=0.5")
+    cfg = cfg_factory(f"prompt.init={init}", "init.tokens_per_prompt=50", "init.data_fraction=0.5")
     callback = instantiate(cfg.callbacks.prototype_init)
-    assert (callback.strategy, callback.max_tokens, callback.data_fraction) == (init, 500, 0.5)
+    assert (callback.strategy, callback.tokens_per_prompt, callback.data_fraction) == (init, 50, 0.5)
 
 
 def test_unknown_prompt_init_is_refused(cfg_factory):

@@ -169,26 +169,38 @@ def test_callback_writes_prototypes_in_place_and_caches(tmp_path):
         km = faiss.Kmeans(64, 2, niter=5, seed=3 + layer, max_points_per_centroid=10**6, min_points_per_centroid=1)
         km.train(np.ascontiguousarray(tokens.reshape(-1, 64).numpy()))
         expected.append(torch.from_numpy(km.centroids))
-    cb = PrototypeInit("kmeans", kmeans_iters=5, seed=3, cache_dir=str(tmp_path / "cache"))
+    cb = PrototypeInit("kmeans", tokens_per_prompt=None, kmeans_iters=5, seed=3, cache_dir=str(tmp_path / "cache"))
     module, dm, start, _ = _fit(tmp_path, cb, model=model)
     assert module.model.prompts.embeddings is param  # same Parameter: the optimizer trains it
     torch.testing.assert_close(start, torch.stack(expected), rtol=1e-4, atol=1e-4)
     assert dm.passes == 1 and cb.stats["cache"] == "miss"
     assert [s["tokens"] for s in cb.stats["layers"]] == [16 * 64] * 3
 
-    cb2 = PrototypeInit("kmeans", kmeans_iters=5, seed=3, cache_dir=str(tmp_path / "cache"))
+    cb2 = PrototypeInit("kmeans", tokens_per_prompt=None, kmeans_iters=5, seed=3, cache_dir=str(tmp_path / "cache"))
     _, dm2, start2, _ = _fit(tmp_path, cb2, model=_model(length=2))
     assert dm2.passes == 0 and cb2.stats["cache"] == "hit"
     assert torch.equal(start2, start)
     assert torch.equal(dm2.rng_at_train_start, dm.rng_at_train_start), "a cache hit must not change the random stream"
 
-    cb3 = PrototypeInit("kmeans", kmeans_iters=5, seed=4, cache_dir=str(tmp_path / "cache"))  # another key
+    cb3 = PrototypeInit("kmeans", tokens_per_prompt=None, kmeans_iters=5, seed=4, cache_dir=str(tmp_path / "cache"))  # another key
     _, dm3, _, _ = _fit(tmp_path, cb3, model=_model(length=2))
     assert dm3.passes == 1
 
-    cb4 = PrototypeInit("kmeans", kmeans_iters=5, seed=3, cache_dir=str(tmp_path / "cache"))
+    cb4 = PrototypeInit("kmeans", tokens_per_prompt=None, kmeans_iters=5, seed=3, cache_dir=str(tmp_path / "cache"))
     _, dm4, _, _ = _fit(tmp_path, cb4, model=_model(length=2), attention="fused")  # the kernel rounds differently
     assert dm4.passes == 1 and cb4.stats["cache"] == "miss"
+
+
+@pytest.mark.parametrize("per_prompt, kept", [(256, 512), (4, 8), (512, 1024)])
+def test_kmeans_runs_on_a_sample_of_tokens_per_prompt_tokens(tmp_path, per_prompt, kept):
+    """Default: 256 * P tokens per layer (FAISS's own subsample); when that covers every token, every-token
+    k-means."""
+    every = PrototypeInit("kmeans", tokens_per_prompt=None, kmeans_iters=5, seed=3)
+    _, _, start_every, _ = _fit(tmp_path / "every", every, model=_model(length=2))
+    cb = PrototypeInit("kmeans", tokens_per_prompt=per_prompt, kmeans_iters=5, seed=3)
+    _, _, start, _ = _fit(tmp_path / "sample", cb, model=_model(length=2))
+    assert [s["tokens"] for s in cb.stats["layers"]] == [kept] * 3  # of 16 images x 64 tokens
+    assert torch.equal(start, start_every) == (kept == 16 * 64)
 
 
 def test_resume_does_not_reinitialise(tmp_path):

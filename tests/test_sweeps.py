@@ -44,7 +44,7 @@ def test_wandb_offline_run_folder_has_config_and_summary(tmp_path):
     (run_file,) = Path(results["output_dir"]).glob("wandb/offline-run-*/run-*.wandb")
     data = run_file.read_bytes()  # W&B's record log: keys are stored as plain strings
     for key in (b"test/acc1", b"params/learnable", b"init/time", b"selected_epoch", b"val/acc1", b"train/loss",
-                b"demo/synthetic", b"spt_deep", b"max_tokens_per_layer"):
+                b"demo/synthetic", b"spt_deep", b"tokens_per_prompt"):
         assert key in data, key
 
 

@@ -35,8 +35,8 @@ class PrototypeInit(Callback):
 
     Args:
         strategy: ``kmeans``, ``random``, ``mean_pool``, ``max_pool`` or ``xavier`` (data-free: nothing to do).
-        max_tokens_per_layer: Reservoir capacity per layer (memory bound); at or above the token
-            count, every token is used.
+        tokens_per_prompt: Tokens kept per prompt and layer: a uniform sample of ``tokens_per_prompt * P``
+            tokens over the whole pass (256: FAISS's own k-means subsample); ``None``: every token.
         data_fraction: Part of the training split the pass reads (seeded).
         kmeans_iters: Lloyd iterations of FAISS k-means.
         seed: Seed of sampling and k-means.
@@ -47,7 +47,7 @@ class PrototypeInit(Callback):
     def __init__(
         self,
         strategy: str = "kmeans",
-        max_tokens_per_layer: int = 100_000,
+        tokens_per_prompt: int | None = 256,
         data_fraction: float = 1.0,
         kmeans_iters: int = 20,
         seed: int = 0,
@@ -56,12 +56,13 @@ class PrototypeInit(Callback):
     ):
         needs_data(strategy)  # validates the name
         _check("init.data_fraction", data_fraction, float, lambda v: 0 < v <= 1, "a number in (0, 1]")
-        _check("init.max_tokens_per_layer", max_tokens_per_layer, int, lambda v: v >= 1, "an integer >= 1")
+        if tokens_per_prompt is not None:
+            _check("init.tokens_per_prompt", tokens_per_prompt, int, lambda v: v >= 1, "an integer >= 1 or null")
         _check("init.kmeans_iters", kmeans_iters, int, lambda v: v >= 1, "an integer >= 1 (default 20)")
         # What determines the prototypes besides the data and the model (part of the cache key).
-        self.settings = {"strategy": strategy, "max_tokens_per_layer": max_tokens_per_layer,
+        self.settings = {"strategy": strategy, "tokens_per_prompt": tokens_per_prompt,
                          "data_fraction": data_fraction, "kmeans_iters": kmeans_iters, "seed": seed}
-        self.strategy, self.max_tokens, self.data_fraction = strategy, max_tokens_per_layer, data_fraction
+        self.strategy, self.tokens_per_prompt, self.data_fraction = strategy, tokens_per_prompt, data_fraction
         self.kmeans_iters, self.seed, self.batch_size = kmeans_iters, seed, batch_size
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir else None
         self.stats: dict[str, Any] = {}
@@ -116,11 +117,13 @@ class PrototypeInit(Callback):
             log.info("Prototype cache hit: %s (no data pass)", path)
             return {"prompts": hit["prompts"], "stats": {**hit["stats"], "cache": "hit"}}
         device, num_layers = pl_module.device, model.prompts.num_layers
-        held = min(2 * self.max_tokens, len(loader.dataset) * model.vit.patch_embed.num_patches)
+        every = len(loader.dataset) * model.vit.patch_embed.num_patches
+        kept = every if self.tokens_per_prompt is None else min(every, self.tokens_per_prompt * model.prompts.length)
+        held = min(2 * kept, every)
         storage = storage_device(device, num_layers, held, model.vit.embed_dim)
         generator = torch.Generator().manual_seed(self.seed)
         collectors = [
-            make_collector(self.strategy, model.prompts.length, self.max_tokens, generator, storage)
+            make_collector(self.strategy, model.prompts.length, max(kept, 1), generator, storage)
             for _ in range(num_layers)
         ]
         started = time.perf_counter()

@@ -28,7 +28,7 @@ class TokenReservoir:
 
     def __init__(self, capacity: int, generator: torch.Generator, device: torch.device | str = "cpu"):
         if capacity <= 0:
-            raise ValueError(f"init.max_tokens_per_layer must be > 0, got {capacity}")
+            raise ValueError(f"reservoir capacity must be > 0, got {capacity}")
         self.capacity, self.generator, self.device = capacity, generator, torch.device(device)
         self.chunks: list[torch.Tensor] = []
         self.keys: list[torch.Tensor] = []

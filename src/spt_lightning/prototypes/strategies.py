@@ -78,7 +78,7 @@ def prototypes(strategy: str, collector, layer: int, length: int, iters: int, se
     if len(tokens) < length:
         raise PrototypeError(
             f"layer {layer}: only {len(tokens)} tokens were captured for {length} prompts. Lower "
-            f"prompt.length, raise init.data_fraction / init.max_tokens_per_layer, or use prompt.init=xavier."
+            f"prompt.length, raise init.data_fraction / init.tokens_per_prompt, or use prompt.init=xavier."
         )
     if strategy == "random":
         pick = torch.randperm(len(tokens), generator=torch.Generator().manual_seed(seed + layer))[:length]
