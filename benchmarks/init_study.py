@@ -20,13 +20,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+MEASURED_AS = {"layer0": "embedded", "transforms": "eval"}  # the settings the table's runs had in common
 VARIANTS = {  # name -> init settings (conf/init keys); the reference first
     "kmeans, every token": {"strategy": "kmeans", "tokens_per_prompt": None},
-    "kmeans, 256*P tokens (default)": {"strategy": "kmeans", "tokens_per_prompt": 256},
+    "kmeans, 256*P tokens": {"strategy": "kmeans", "tokens_per_prompt": 256},
     "kmeans, every token of 25% of images": {"strategy": "kmeans", "tokens_per_prompt": None, "data_fraction": 0.25},
     "kmeans, every token of 10% of images": {"strategy": "kmeans", "tokens_per_prompt": None, "data_fraction": 0.1},
     "random tokens": {"strategy": "random", "tokens_per_prompt": None},
+    "kmeans, 256*P tokens, layer 0 before position embedding": {"strategy": "kmeans", "tokens_per_prompt": 256,
+                                                                 "layer0": "patch_embed"},
 }
+VARIANTS = {name: {**MEASURED_AS, **settings} for name, settings in VARIANTS.items()}
 SEEDS = "0,1,2"
 
 
@@ -40,8 +44,11 @@ def _overrides(settings: dict) -> list[str]:
 
 
 def run(out: Path, extra: list[str]) -> None:
+    """Train every variant not run yet (a variant's folder with multirun.yaml is done)."""
     for name, settings in VARIANTS.items():
         folder, overrides = _folder(out, name), _overrides(settings)
+        if (folder / "multirun.yaml").exists():
+            continue
         print(f"== {name}: {' '.join(overrides)}", flush=True)
         subprocess.run([sys.executable, "-m", "spt_lightning", "-m", f"seed={SEEDS}", *overrides, *extra,
                         f"hydra.sweep.dir={folder}", "init.cache_dir=null"], check=False)

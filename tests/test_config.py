@@ -145,3 +145,18 @@ def test_every_ready_experiment_sweeps_valid_options_and_keys(experiment):
 
     params = OmegaConf.load(CONF / "experiment" / f"{experiment}.yaml").hydra.sweeper.params
     check_overrides([f"experiment={experiment}", *(f"{key}={value}" for key, value in params.items())])
+
+
+@pytest.mark.parametrize("pretrain", ["sup_in21k", "mae", "dino", "dinov2", "bundled", "random"])
+def test_normalisation_is_the_weights_own_without_building_the_model(cfg_factory, pretrain):
+    """Read from timm's registry so the data is checked before any download; equal to the built model's."""
+    import timm
+
+    from spt_lightning.train import normalisation
+
+    backbone = {"dinov2": "vit_base_patch14_dinov2", "bundled": "vit_small_patch14_dinov2",
+                "random": "vit_small_patch14_dinov2"}.get(pretrain, "vit_base_patch16")
+    cfg = cfg_factory(f"pretrain={pretrain}", f"backbone={backbone}")
+    tag = cfg.pretrain.get("tag")
+    built = timm.create_model(f"{cfg.backbone.arch}.{tag}" if tag else cfg.backbone.arch, pretrained=False).pretrained_cfg
+    assert normalisation(cfg) == (list(cfg.pretrain.mean or built["mean"]), list(cfg.pretrain.std or built["std"]))

@@ -104,3 +104,27 @@ def test_image_folder_task(tmp_path):
     __import__("shutil").rmtree(tmp_path / "val")
     with pytest.raises(DataError, match="lacks val/"):
         _dm_with(task=task)
+
+
+def test_vpt_transforms_resize_to_a_square_then_crop():
+    """VPT's FGVC transforms: resize to 256x256 (for 224), random crop + flip for training, center crop for eval."""
+    import numpy as np
+    from PIL import Image
+    from torchvision.transforms import functional as TF
+
+    from spt_lightning.data.transforms import build_transforms
+
+    rng = np.random.default_rng(0)
+    image = Image.fromarray(rng.integers(0, 255, (200, 300, 3), dtype=np.uint8))
+    mean, std = [0.0] * 3, [1.0] * 3
+    evaluated = build_transforms("vpt", 224, mean, std, train=False)(image)
+    expected = TF.to_tensor(TF.center_crop(TF.resize(image, [256, 256]), 224))
+    assert torch.equal(evaluated, expected)
+    torch.manual_seed(0)
+    trained = build_transforms("vpt", 224, mean, std, train=True)(image)
+    square = TF.to_tensor(TF.resize(image, [256, 256]))
+    assert trained.shape == (3, 224, 224)
+    windows = [square[:, i:i + 224, j:j + 224] for i in range(33) for j in range(33)]
+    assert any(torch.equal(trained, w) or torch.equal(trained, w.flip(-1)) for w in windows)  # a crop of the square
+    with pytest.raises(ValueError, match="resize, vpt, crop"):
+        build_transforms("nope", 224, mean, std, train=True)

@@ -7,7 +7,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from spt_lightning.models import PromptedViT
 from spt_lightning.prototypes import PrototypeError, PrototypeInit
-from spt_lightning.prototypes.capture import TokenReservoir, WindowPool, capture
+from spt_lightning.prototypes.capture import PooledTokens, TokenReservoir, WindowPool, authors_windows, capture
 from spt_lightning.prototypes.strategies import prototypes
 
 from conftest import tiny_vit
@@ -45,6 +45,13 @@ def test_captured_tokens_equal_block_inputs():
     # layer 0 = patch embedding + position embedding (what the prompts are concatenated to)
     patches = model.vit.patch_embed(images)
     torch.testing.assert_close(got[0], patches + model.vit.pos_embed[:, 1:])
+    # ... or, as SPT's code captures it, the patch embedding alone; later layers do not change
+    with torch.no_grad():
+        authors = dict(model.block_inputs(images, num_layers=3, layer0="patch_embed"))
+    torch.testing.assert_close(authors[0], patches, rtol=0, atol=0)
+    assert not torch.allclose(authors[0], got[0])
+    for layer in (1, 2):
+        torch.testing.assert_close(authors[layer], got[layer], rtol=0, atol=0)
 
 
 def test_reservoir_keeps_everything_below_capacity_and_samples_uniformly_above():
@@ -76,6 +83,35 @@ def test_window_pool_mean_and_max():
     windows = tokens.reshape(2, 3, 2, 2)  # 3 windows of 2 tokens
     torch.testing.assert_close(mean.tokens(), windows.mean(2).mean(0))
     torch.testing.assert_close(mx.tokens(), windows.amax(2).mean(0))
+
+
+def test_authors_windows_follow_spts_code():
+    """P-1 windows of N // (P-1) tokens, then the last N % size tokens (all N when that is 0)."""
+    tokens = torch.arange(2 * 7 * 1, dtype=torch.float32).reshape(2, 7, 1)  # 2 images, 7 tokens, D=1
+    got = authors_windows(tokens, 4, "mean")  # size 7 // 3 = 2: [0,1] [2,3] [4,5], then the last 7 % 2 = 1
+    torch.testing.assert_close(got[0, :, 0], torch.tensor([0.5, 2.5, 4.5, 6.0]))
+    got = authors_windows(tokens, 3, "max")  # size 3: [0,1,2] [3,4,5], 7 % 3 = 1: [6]
+    torch.testing.assert_close(got[1, :, 0], torch.tensor([9.0, 12.0, 13.0]))
+    got = authors_windows(tokens[:, :6], 4, "mean")  # size 2, 6 % 2 = 0: their x[:, -0:] is the whole image
+    torch.testing.assert_close(got[0, :, 0], torch.tensor([0.5, 2.5, 4.5, 2.5]))
+    torch.testing.assert_close(authors_windows(tokens, 1, "max")[:, 0, 0], torch.tensor([6.0, 13.0]))
+
+
+@pytest.mark.parametrize("mode", ["mean", "max"])
+def test_sampled_pooling_picks_pooled_windows_of_real_images(mode):
+    model = _model(length=4)
+    images = torch.randn(6, 3, 32, 32)
+    pooled = [PooledTokens(4, mode, 10_000, torch.Generator().manual_seed(0)) for _ in range(2)]
+    averaged = [WindowPool(4, mode) for _ in range(2)]
+    capture(model, [images], pooled)
+    capture(model, [images], averaged)
+    for layer in range(2):
+        picked, stats = prototypes(f"{mode}_pool", pooled[layer], layer, length=4, iters=1, seed=0)
+        windows = authors_windows(_hooked_tokens(model, images)[layer], 4, mode).reshape(-1, 64)
+        assert stats["tokens"] == 6 * 4 and picked.shape == (4, 64)
+        assert all((windows == row).all(1).any() for row in picked)  # each prompt is one image's window
+        mean_of_images, _ = prototypes(f"{mode}_pool", averaged[layer], layer, length=4, iters=1, seed=0)
+        assert not any((mean_of_images == row).all(1).any() for row in picked)
 
 
 def test_kmeans_prototypes_equal_faiss_centroids_of_independent_capture():
@@ -123,10 +159,11 @@ class _DataModule(L.LightningDataModule):
         self.task, self.img_size, self.passes = {"name": "t"}, 32, 0
 
     def transforms(self, train):
-        return "identity"
+        return "train" if train else "eval"
 
-    def prototype_dataloader(self, fraction, seed, batch_size):
+    def prototype_dataloader(self, fraction, seed, batch_size, train_transforms):
         dm = self
+        self.capture_transforms = self.transforms(train_transforms)
 
         class CountingLoader(DataLoader):  # a pass is an iteration, not the loader's creation
             def __iter__(self):
@@ -169,24 +206,24 @@ def test_callback_writes_prototypes_in_place_and_caches(tmp_path):
         km = faiss.Kmeans(64, 2, niter=5, seed=3 + layer, max_points_per_centroid=10**6, min_points_per_centroid=1)
         km.train(np.ascontiguousarray(tokens.reshape(-1, 64).numpy()))
         expected.append(torch.from_numpy(km.centroids))
-    cb = PrototypeInit("kmeans", tokens_per_prompt=None, kmeans_iters=5, seed=3, cache_dir=str(tmp_path / "cache"))
+    cb = PrototypeInit("kmeans", tokens_per_prompt=None, layer0="embedded", kmeans_iters=5, seed=3, cache_dir=str(tmp_path / "cache"))
     module, dm, start, _ = _fit(tmp_path, cb, model=model)
     assert module.model.prompts.embeddings is param  # same Parameter: the optimizer trains it
     torch.testing.assert_close(start, torch.stack(expected), rtol=1e-4, atol=1e-4)
     assert dm.passes == 1 and cb.stats["cache"] == "miss"
     assert [s["tokens"] for s in cb.stats["layers"]] == [16 * 64] * 3
 
-    cb2 = PrototypeInit("kmeans", tokens_per_prompt=None, kmeans_iters=5, seed=3, cache_dir=str(tmp_path / "cache"))
+    cb2 = PrototypeInit("kmeans", tokens_per_prompt=None, layer0="embedded", kmeans_iters=5, seed=3, cache_dir=str(tmp_path / "cache"))
     _, dm2, start2, _ = _fit(tmp_path, cb2, model=_model(length=2))
     assert dm2.passes == 0 and cb2.stats["cache"] == "hit"
     assert torch.equal(start2, start)
     assert torch.equal(dm2.rng_at_train_start, dm.rng_at_train_start), "a cache hit must not change the random stream"
 
-    cb3 = PrototypeInit("kmeans", tokens_per_prompt=None, kmeans_iters=5, seed=4, cache_dir=str(tmp_path / "cache"))  # another key
+    cb3 = PrototypeInit("kmeans", tokens_per_prompt=None, layer0="embedded", kmeans_iters=5, seed=4, cache_dir=str(tmp_path / "cache"))  # another key
     _, dm3, _, _ = _fit(tmp_path, cb3, model=_model(length=2))
     assert dm3.passes == 1
 
-    cb4 = PrototypeInit("kmeans", tokens_per_prompt=None, kmeans_iters=5, seed=3, cache_dir=str(tmp_path / "cache"))
+    cb4 = PrototypeInit("kmeans", tokens_per_prompt=None, layer0="embedded", kmeans_iters=5, seed=3, cache_dir=str(tmp_path / "cache"))
     _, dm4, _, _ = _fit(tmp_path, cb4, model=_model(length=2), attention="fused")  # the kernel rounds differently
     assert dm4.passes == 1 and cb4.stats["cache"] == "miss"
 
@@ -201,6 +238,29 @@ def test_kmeans_runs_on_a_sample_of_tokens_per_prompt_tokens(tmp_path, per_promp
     _, _, start, _ = _fit(tmp_path / "sample", cb, model=_model(length=2))
     assert [s["tokens"] for s in cb.stats["layers"]] == [kept] * 3  # of 16 images x 64 tokens
     assert torch.equal(start, start_every) == (kept == 16 * 64)
+
+
+@pytest.mark.parametrize("layer0", ["patch_embed", "embedded"])
+def test_layer0_prototypes_come_from_the_chosen_tokens(tmp_path, layer0):
+    model = _model(length=2)
+    with torch.no_grad():
+        tokens = dict(model.block_inputs(_DataModule().x, 1, layer0))[0]
+    km = faiss.Kmeans(64, 2, niter=5, seed=3, max_points_per_centroid=10**6, min_points_per_centroid=1)
+    km.train(np.ascontiguousarray(tokens.reshape(-1, 64).numpy()))
+    cb = PrototypeInit("kmeans", tokens_per_prompt=None, layer0=layer0, kmeans_iters=5, seed=3)
+    _, _, start, _ = _fit(tmp_path, cb, model=model)
+    torch.testing.assert_close(start[0], torch.from_numpy(km.centroids), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("transforms", ["train", "eval"])
+def test_capture_reads_the_chosen_transforms_and_keys_the_cache_by_them(tmp_path, transforms):
+    cb = PrototypeInit("random", transforms=transforms, cache_dir=str(tmp_path / "cache"))
+    _, dm, _, _ = _fit(tmp_path, cb)
+    assert dm.capture_transforms == transforms
+    other = PrototypeInit("random", transforms="eval" if transforms == "train" else "train",
+                          cache_dir=str(tmp_path / "cache"))
+    _, dm2, _, _ = _fit(tmp_path, other)
+    assert dm2.passes == 1 and other.stats["cache"] == "miss"
 
 
 def test_resume_does_not_reinitialise(tmp_path):
@@ -275,3 +335,9 @@ def test_kmeans_runs_on_the_models_gpu_only(monkeypatch):
     monkeypatch.setattr(faiss, "get_num_gpus", lambda: 8)
     assert kmeans_gpu(torch.device("cuda", 3)) == 3  # DDP rank on GPU 3: not all eight GPUs of the node
     assert kmeans_gpu(torch.device("cpu")) == 0
+
+
+@pytest.mark.parametrize("key, value", [("pooling", "median"), ("layer0", "cls"), ("transforms", "test")])
+def test_unknown_init_switch_is_refused_with_its_options(key, value):
+    with pytest.raises(PrototypeError, match=rf"init.{key}='{value}': expected"):
+        PrototypeInit("mean_pool", **{key: value})

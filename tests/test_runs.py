@@ -79,15 +79,15 @@ def _snapshot(folder: Path) -> dict[str, str]:
 
 # ---- the prototype cache key ----------------------------------------------------------------------------
 def test_prototype_cache_key_follows_the_items_the_pass_reads(tmp_path, caplog):
-    cache = tmp_path / "cache"
-    tune = _run(tmp_path / "tune", "data.protocol=tune", cache=cache)["init"]
-    final = _run(tmp_path / "final", "data.protocol=final", cache=cache)["init"]
+    cache, every = tmp_path / "cache", "init.tokens_per_prompt=null"  # every token: the counts tell the items apart
+    tune = _run(tmp_path / "tune", "data.protocol=tune", every, cache=cache)["init"]
+    final = _run(tmp_path / "final", "data.protocol=final", every, cache=cache)["init"]
     assert tune["cache"] == final["cache"] == "miss"  # train + val is not train
     assert final["layers"][0]["tokens"] == 192 * 64 and tune["layers"][0]["tokens"] == 128 * 64
-    assert _run(tmp_path / "final2", "data.protocol=final", cache=cache)["init"]["cache"] == "hit"
-    part = _run(tmp_path / "part", "data.fraction=0.25", cache=cache)["init"]
+    assert _run(tmp_path / "final2", "data.protocol=final", every, cache=cache)["init"]["cache"] == "hit"
+    part = _run(tmp_path / "part", "data.fraction=0.25", every, cache=cache)["init"]
     assert part["cache"] == "miss" and part["layers"][0]["tokens"] == 32 * 64
-    whole = _run(tmp_path / "all", "data.fraction=1.0", cache=cache)["init"]  # reads what the tune run read
+    whole = _run(tmp_path / "all", "data.fraction=1.0", every, cache=cache)["init"]  # reads what the tune run read
     assert whole["cache"] == "hit" and whole["layers"][0]["tokens"] == 128 * 64
 
     data = _images(tmp_path / "images")
@@ -286,6 +286,7 @@ CASES = {
     "prompt.length=abc": lambda tmp: (["prompt.length=abc"], ["prompt.length"]),
     "data.batch_size=0": lambda tmp: (["data.batch_size=0"], ["data.batch_size"]),
     "init.kmeans_iters=0": lambda tmp: (["init.kmeans_iters=0"], ["init.kmeans_iters"]),
+    "init.layer0=cls": lambda tmp: (["init.layer0=cls"], ["init.layer0", "patch_embed"]),
     "trainer.max_epochs=0": lambda tmp: (["trainer.max_epochs=0"], ["trainer.max_epochs"]),
     "folder task without data_dir": lambda tmp: (["task=folder"], ["task.data_dir"]),
     "diverging learning rate": lambda tmp: (["optim.optimizer.lr=1e30"], ["learning rate", "step", "optim.optimizer.lr"]),

@@ -75,21 +75,43 @@ def test_group_means_and_both_overall_conventions(tmp_path):
     assert entry["groups"]["VTAB mean of 19 tasks"] != pytest.approx(entry["groups"]["VTAB mean of 3 groups"])
 
 
-def test_tune_then_final_picks_the_best_validation_config(tmp_path, monkeypatch):
+def test_tune_then_final_picks_the_best_validation_config_and_resumes(tmp_path, monkeypatch):
     from spt_lightning.tune import grid, tune_final
 
     assert grid(["task=x", "optim.optimizer.lr=1,2", "seed=0,1"])[1] == [
         ["optim.optimizer.lr=1", "seed=0"], ["optim.optimizer.lr=1", "seed=1"],
         ["optim.optimizer.lr=2", "seed=0"], ["optim.optimizer.lr=2", "seed=1"]]
     monkeypatch.setenv("SPT_CACHE", str(tmp_path / "cache"))
-    summary = tune_final([*FAST, "optim.optimizer.lr=1e-6,5e-2"], root=tmp_path / "tf")
+    (summary,) = tune_final([*FAST, "optim.optimizer.lr=1e-6,5e-2"], root=tmp_path / "tf", seeds=2).values()
     vals = {tuple(s["overrides"]): s["val_acc1"] for s in summary["grid"]}
     assert summary["chosen"] == list(max(vals, key=vals.get))
-    final = json.loads((tmp_path / "tf" / "final" / "results.json").read_text())
-    assert final["protocol"] == "final" and final["config"]["optim"]["optimizer"]["lr"] == float(summary["chosen"][0].split("=")[1])
+    for seed in range(2):
+        final = json.loads((tmp_path / "tf" / "final" / f"seed{seed}" / "results.json").read_text())
+        assert final["protocol"] == "final" and final["seed"] == seed and final["selection"]["epoch"] == 2  # last
+        assert final["config"]["optim"]["optimizer"]["lr"] == float(summary["chosen"][0].split("=")[1])
+        assert final["test"]["acc1"] == summary["final_test_acc1"][seed]
     for i in range(2):
         grid_run = json.loads((tmp_path / "tf" / "grid" / str(i) / "results.json").read_text())
         assert grid_run["protocol"] == "tune" and grid_run["test"] == {}  # never tested on test
+    # the same command again: every finished run is read back, none trained again
+    stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "tf").rglob("results.json")}
+    (again,) = tune_final([*FAST, "optim.optimizer.lr=1e-6,5e-2"], root=tmp_path / "tf", seeds=2).values()
+    assert again["final_test_acc1"] == summary["final_test_acc1"]
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "tf").rglob("results.json")} == stamps
+
+
+def test_tune_takes_the_recipes_grid_and_tunes_each_task(tmp_path, monkeypatch, capsys):
+    from spt_lightning.tune import tune_final
+
+    monkeypatch.setenv("SPT_CACHE", str(tmp_path / "cache"))
+    fast = ["debug=fast", "recipe.grid={optim.optimizer.lr: [5e-2], optim.optimizer.weight_decay: [0.0]}"]
+    summaries = tune_final([*fast, "task=demo/synthetic,demo/synthetic8"], root=tmp_path / "tf", seeds=1)
+    assert list(summaries) == ["demo/synthetic", "demo/synthetic8"]
+    for task, s in summaries.items():
+        assert [g["overrides"] for g in s["grid"]] == [["optim.optimizer.lr=0.05", "optim.optimizer.weight_decay=0.0"]]
+        final = json.loads((tmp_path / "tf" / task.replace("/", "_") / "final" / "seed0" / "results.json").read_text())
+        assert final["task"] == task and final["protocol"] == "final"
+    assert "| mean of 2 tasks |" in capsys.readouterr().out
 
 
 def test_tune_grid_takes_hydra_sweeps_and_refuses_a_bad_axis_before_any_run(tmp_path):

@@ -17,12 +17,22 @@ class ConfigError(SptError, ValueError):
     """A config value is out of its valid range; the message names the key and how to fix it."""
 
 
+def _from_recipe(cfg: DictConfig, key: str) -> str:
+    """Where a bad value came from when the recipe set it: `` (from recipe=spt: ${recipe.lr...})``."""
+    parent, _, leaf = key.rpartition(".")
+    node = OmegaConf.select(cfg, parent) if parent else cfg
+    raw = OmegaConf.to_container(node, resolve=False).get(leaf) if isinstance(node, DictConfig) else None
+    if "recipe" not in cfg or "recipe." not in str(raw):
+        return ""
+    return f" (from recipe={cfg.recipe.name}: {raw})"
+
+
 def _number(cfg: DictConfig, key: str, kind: type, minimum: float, hint: str = "") -> Any:
     value = OmegaConf.select(cfg, key)
     ok = isinstance(value, (int, float) if kind is float else int) and not isinstance(value, bool)
     if not ok or value < minimum:
-        raise ConfigError(f"{key}={value!r}: expected {'a number' if kind is float else 'an integer'} "
-                          f">= {minimum}{hint}")
+        raise ConfigError(f"{key}={value!r}{_from_recipe(cfg, key)}: expected "
+                          f"{'a number' if kind is float else 'an integer'} >= {minimum}{hint}")
     return value
 
 
@@ -43,10 +53,12 @@ def check_config(cfg: DictConfig) -> None:
         raise ConfigError(f"prompt.dropout={cfg.prompt.dropout} must lie in [0, 1)")
     lr = cfg.optim.optimizer.lr
     if not isinstance(lr, (int, float)) or lr <= 0:
-        raise ConfigError(f"optim.optimizer.lr={lr}: the learning rate must be a positive number")
+        raise ConfigError(f"optim.optimizer.lr={lr}{_from_recipe(cfg, 'optim.optimizer.lr')}: the learning rate "
+                          f"must be a positive number")
     for group, opts in (cfg.optim.param_groups or {}).items():
-        if "lr_scale" in (opts or {}):
-            _number(cfg, f"optim.param_groups.{group}.lr_scale", float, 0)
+        for option in ("lr_scale", "weight_decay"):
+            if (opts or {}).get(option) is not None:
+                _number(cfg, f"optim.param_groups.{group}.{option}", float, 0)
     if "weight_decay" in cfg.optim.optimizer:
         _number(cfg, "optim.optimizer.weight_decay", float, 0)
     if not isinstance(cfg.overwrite, bool):

@@ -134,7 +134,8 @@ class PromptTuningModule(L.LightningModule):
         for name, params in self.trainable_groups().items():
             opts = dict(self.group_options.get(name) or {})
             lr = base_lr * opts.pop("lr_scale", 1.0)
-            wd = opts.pop("weight_decay", base_wd)
+            wd = opts.pop("weight_decay", None)
+            wd = base_wd if wd is None else wd  # null: the optimizer's
             decay = [p for n, p in params if self._decays(n, p)]
             no_decay = [p for n, p in params if not self._decays(n, p)]
             # NOTE: prompt embeddings are one 3-D tensor: they decay with the prompts group's weight decay.

@@ -55,16 +55,28 @@ def build_model(cfg: DictConfig) -> PromptedViT:
     return PromptedViT(vit, prompt_length=length, deep=cfg.prompt.deep, dropout=cfg.prompt.dropout)
 
 
-def build_datamodule(cfg: DictConfig, model: PromptedViT) -> TaskDataModule:
-    # Normalisation belongs to the pretrained weights: the pretrain config, else timm's pretrained_cfg.
-    pretrained_cfg = model.vit.pretrained_cfg or {}
+def normalisation(cfg: DictConfig) -> tuple[list[float], list[float]]:
+    """The pretrained weights' mean/std: the pretrain config's, else timm's pretrained config of
+    ``arch.tag`` (read from timm's registry: no download, so the data is checked before the weights)."""
+    import timm
+
+    name = f"{cfg.backbone.arch}.{cfg.pretrain.tag}" if cfg.pretrain.get("tag") else cfg.backbone.arch
+    try:
+        pretrained_cfg = timm.models.get_pretrained_cfg(name).to_dict()
+    except (RuntimeError, AttributeError):  # an arch timm does not know: build_model names the problem
+        pretrained_cfg = {}
     mean = cfg.pretrain.get("mean") or pretrained_cfg.get("mean", (0.5, 0.5, 0.5))
     std = cfg.pretrain.get("std") or pretrained_cfg.get("std", (0.5, 0.5, 0.5))
+    return list(mean), list(std)
+
+
+def build_datamodule(cfg: DictConfig) -> TaskDataModule:
+    mean, std = normalisation(cfg)
     return TaskDataModule(
         OmegaConf.to_container(cfg.task, resolve=True),
         img_size=cfg.backbone.img_size,
-        mean=list(mean),
-        std=list(std),
+        mean=mean,
+        std=std,
         batch_size=cfg.data.batch_size,
         num_workers=cfg.data.num_workers,
         pin_memory=cfg.data.pin_memory,
@@ -129,9 +141,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     if cfg.task.num_classes is None:  # task=folder: count the class folders
         cfg.task.num_classes = infer_num_classes(OmegaConf.to_container(cfg.task, resolve=True))
+    datamodule = build_datamodule(cfg)
+    datamodule.setup("fit")  # a missing or empty split stops the run here, before any work or download
     model = build_model(cfg)
-    datamodule = build_datamodule(cfg, model)
-    datamodule.setup("fit")  # a missing or empty split stops the run here, before any work
     module = PromptTuningModule(
         model,
         num_classes=cfg.task.num_classes,

@@ -54,7 +54,7 @@ class TaskDataModule(L.LightningDataModule):
     ``final`` trains on train + val (VTAB: train800val200) and tests the last epoch.
 
     Args:
-        task: The task config (name, kind, num_classes, data location, transform recipe, ...).
+        task: The task config (name, kind, num_classes, data location, transform name, ...).
         img_size: Input resolution of the backbone.
         mean: Normalisation mean of the pretrained weights.
         std: Normalisation std of the pretrained weights.
@@ -122,9 +122,10 @@ class TaskDataModule(L.LightningDataModule):
         dataset = parts[0] if len(parts) == 1 else ConcatDataset(parts)
         return _seeded_subset(dataset, self.fraction, self.seed)
 
-    def prototype_dataloader(self, fraction: float = 1.0, seed: int = 0, batch_size: int | None = None) -> DataLoader:
-        """The training set with **eval** transforms, in a fixed order (a seeded ``fraction`` of it)."""
-        dataset = _seeded_subset(self.training_set(self.transforms(train=False)), fraction, seed)
+    def prototype_dataloader(self, fraction: float = 1.0, seed: int = 0, batch_size: int | None = None,
+                             train_transforms: bool = False) -> DataLoader:
+        """The training set in a fixed order (a seeded ``fraction`` of it), with eval or train transforms."""
+        dataset = _seeded_subset(self.training_set(self.transforms(train=train_transforms)), fraction, seed)
         return self._loader(dataset, batch_size=batch_size)
 
     def _loader(self, dataset: Dataset, sampler=None, batch_size: int | None = None) -> DataLoader:

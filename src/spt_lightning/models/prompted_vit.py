@@ -11,6 +11,8 @@ from torch import nn
 from .prompts import Prompts
 
 ATTENTION_KERNELS = ("fused", "eager")
+# Layer 0's captured tokens: after position embedding (what the prompts sit beside) or before it (SPT's code).
+LAYER0 = ("embedded", "patch_embed")
 
 
 def attention_kernel(setting: str, device: torch.device) -> str:
@@ -94,18 +96,26 @@ class PromptedViT(nn.Module):
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Image → token sequence entering block 0 (patch embed, cls/registers + position, norm_pre)."""
-        vit = self.vit
-        x = vit.patch_embed(x)
-        x = vit._pos_embed(x)
-        x = vit.patch_drop(x)
-        return vit.norm_pre(x)
+        return self._embed_patches(self.vit.patch_embed(x))
 
-    def block_inputs(self, images: torch.Tensor, num_layers: int) -> Iterator[tuple[int, torch.Tensor]]:
+    def _embed_patches(self, patches: torch.Tensor) -> torch.Tensor:
+        vit = self.vit
+        return vit.norm_pre(vit.patch_drop(vit._pos_embed(patches)))
+
+    def block_inputs(self, images: torch.Tensor, num_layers: int,
+                     layer0: str = "embedded") -> Iterator[tuple[int, torch.Tensor]]:
         """``(i, tokens [B, N, D])`` for blocks ``0 .. num_layers-1`` of the prompt-free backbone: the patch
-        tokens that enter block i (prefix tokens dropped), i.e. what layer i's prompts sit beside."""
+        tokens that enter block i (prefix tokens dropped), i.e. what layer i's prompts sit beside.
+
+        ``layer0="patch_embed"`` gives block 0's tokens before position embedding (and ``norm_pre``)
+        instead, as SPT's authors capture them.
+        """
+        if layer0 not in LAYER0:
+            raise ValueError(f"layer0 must be one of {', '.join(LAYER0)}, got {layer0!r}")
         n = self.num_prefix_tokens
-        x = self.embed(images)
-        yield 0, x[:, n:]
+        patches = self.vit.patch_embed(images)
+        x = self._embed_patches(patches)
+        yield 0, patches.flatten(1, -2) if layer0 == "patch_embed" else x[:, n:]
         for i, block in enumerate(self.vit.blocks[: num_layers - 1]):
             x = block(x)
             yield i + 1, x[:, n:]

@@ -13,9 +13,17 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from ..data.datasets import content_digest
+from ..models.prompted_vit import LAYER0
 from . import cache
 from .capture import capture, storage_device
-from .strategies import PrototypeError, kmeans_gpu, make_collector, needs_data, prototypes
+from .strategies import (
+    POOLING,
+    PrototypeError,
+    kmeans_gpu,
+    make_collector,
+    needs_data,
+    prototypes,
+)
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +46,13 @@ class PrototypeInit(Callback):
         tokens_per_prompt: Tokens kept per prompt and layer: a uniform sample of ``tokens_per_prompt * P``
             tokens over the whole pass (256: FAISS's own k-means subsample); ``None``: every token.
         data_fraction: Part of the training split the pass reads (seeded).
+        layer0: Layer 0's tokens: ``patch_embed`` (before position embedding, as SPT's code) or
+            ``embedded`` (after it: the tokens the prompts are concatenated to).
+        transforms: The pass reads the training images with their ``train`` transforms (SPT's code) or
+            the ``eval`` ones.
+        pooling: ``mean_pool`` / ``max_pool`` as SPT's code has them (``sampled``: P pooled windows per
+            image, P of them picked at random over all images) or ``averaged`` (each window averaged over
+            the images).
         kmeans_iters: Lloyd iterations of FAISS k-means.
         seed: Seed of sampling and k-means.
         cache_dir: Folder of cached prototypes (``None``: no cache).
@@ -49,6 +64,9 @@ class PrototypeInit(Callback):
         strategy: str = "kmeans",
         tokens_per_prompt: int | None = 256,
         data_fraction: float = 1.0,
+        layer0: str = "patch_embed",
+        transforms: str = "train",
+        pooling: str = "sampled",
         kmeans_iters: int = 20,
         seed: int = 0,
         cache_dir: str | None = None,
@@ -58,12 +76,20 @@ class PrototypeInit(Callback):
         _check("init.data_fraction", data_fraction, float, lambda v: 0 < v <= 1, "a number in (0, 1]")
         if tokens_per_prompt is not None:
             _check("init.tokens_per_prompt", tokens_per_prompt, int, lambda v: v >= 1, "an integer >= 1 or null")
+        if layer0 not in LAYER0:
+            raise PrototypeError(f"init.layer0={layer0!r}: expected one of {', '.join(LAYER0)}")
+        if pooling not in POOLING:
+            raise PrototypeError(f"init.pooling={pooling!r}: expected one of {', '.join(POOLING)}")
+        if transforms not in ("train", "eval"):
+            raise PrototypeError(f"init.transforms={transforms!r}: expected train or eval")
         _check("init.kmeans_iters", kmeans_iters, int, lambda v: v >= 1, "an integer >= 1 (default 20)")
         # What determines the prototypes besides the data and the model (part of the cache key).
         self.settings = {"strategy": strategy, "tokens_per_prompt": tokens_per_prompt,
-                         "data_fraction": data_fraction, "kmeans_iters": kmeans_iters, "seed": seed}
+                         "data_fraction": data_fraction, "layer0": layer0, "transforms": transforms, "pooling": pooling,
+                         "kmeans_iters": kmeans_iters, "seed": seed}
         self.strategy, self.tokens_per_prompt, self.data_fraction = strategy, tokens_per_prompt, data_fraction
         self.kmeans_iters, self.seed, self.batch_size = kmeans_iters, seed, batch_size
+        self.layer0, self.train_transforms, self.pooling = layer0, transforms == "train", pooling
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir else None
         self.stats: dict[str, Any] = {}
 
@@ -99,7 +125,7 @@ class PrototypeInit(Callback):
         dm, model = trainer.datamodule, pl_module.model
         return cache.cache_key({
             "items": content_digest(loader.dataset),
-            "transform": repr(dm.transforms(train=False)),
+            "transform": repr(dm.transforms(train=self.train_transforms)),
             "backbone": type(model.vit).__name__,
             "weights": cache.weights_fingerprint(model.vit, skip=("head.",)),
             "layers": model.prompts.num_layers,
@@ -111,7 +137,8 @@ class PrototypeInit(Callback):
 
     def _compute(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
         model = pl_module.model
-        loader = trainer.datamodule.prototype_dataloader(self.data_fraction, self.seed, self.batch_size)
+        loader = trainer.datamodule.prototype_dataloader(self.data_fraction, self.seed, self.batch_size,
+                                                         self.train_transforms)
         path = self.cache_dir / f"{self._key(trainer, pl_module, loader)}.pt" if self.cache_dir else None
         if path is not None and (hit := cache.load(path)) is not None:
             log.info("Prototype cache hit: %s (no data pass)", path)
@@ -123,12 +150,12 @@ class PrototypeInit(Callback):
         storage = storage_device(device, num_layers, held, model.vit.embed_dim)
         generator = torch.Generator().manual_seed(self.seed)
         collectors = [
-            make_collector(self.strategy, model.prompts.length, max(kept, 1), generator, storage)
+            make_collector(self.strategy, model.prompts.length, max(kept, 1), generator, storage, self.pooling)
             for _ in range(num_layers)
         ]
         started = time.perf_counter()
         capture(model, (batch[0].to(device, non_blocking=True) for batch in loader if batch is not None), collectors,
-                trainer.precision_plugin.forward_context)
+                trainer.precision_plugin.forward_context, self.layer0)
         if device.type == "cuda":
             torch.cuda.synchronize(device)  # the pass is asynchronous when the tokens stay on the GPU
         capture_time = time.perf_counter() - started

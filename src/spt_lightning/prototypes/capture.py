@@ -1,10 +1,10 @@
 """One pass of the frozen, prompt-free backbone that streams the tokens entering each layer into
 bounded per-layer collectors.
 
-Layer 0 holds the tokens that enter block 0: patch embeddings **with** position embedding added
-(and ``norm_pre``), prefix tokens dropped. Prompts are concatenated to exactly these tokens (after
-position embedding), so their initial values are drawn from the same distribution. Layer i > 0
-holds the output of block i-1, prefix tokens dropped.
+Layer 0 holds the tokens that enter block 0: patch embeddings with position embedding added (and
+``norm_pre``), prefix tokens dropped, which the prompts are concatenated to; or, as SPT's code has
+it, the patch embeddings before position embedding (``layer0="patch_embed"``). Layer i > 0 holds the
+output of block i-1, prefix tokens dropped.
 """
 
 from __future__ import annotations
@@ -56,8 +56,9 @@ class TokenReservoir:
 
 
 class WindowPool:
-    """SPT's pooled-window tokens: the N patch tokens of each image are split into P contiguous
-    windows (adaptive 1-D pooling), each pooled by mean or max; the result is averaged over images."""
+    """Pooled windows averaged over images (``init.pooling=averaged``): the N patch tokens of each image
+    are split into P contiguous windows (adaptive 1-D pooling), each pooled by mean or max; the P
+    prompts are the average of each window over all images."""
 
     def __init__(self, windows: int, mode: str):
         self.windows, self.mode = windows, mode
@@ -74,6 +75,35 @@ class WindowPool:
 
     def tokens(self) -> torch.Tensor:
         return (self.total / self.images).cpu()
+
+
+def authors_windows(tokens: torch.Tensor, windows: int, mode: str) -> torch.Tensor:
+    """SPT's code's pooled windows of each image, ``[B, N, D]`` → ``[B, P, D]``: P-1 windows of
+    ``N // (P-1)`` tokens from the start, then the last ``N % (N // (P-1))`` tokens (all N when that is 0,
+    as ``x[:, -0:]`` reads in their code), each mean- or max-pooled. P = 1 pools the whole sequence."""
+    pool = (lambda x: x.mean(1)) if mode == "mean" else (lambda x: x.amax(1))
+    n = tokens.shape[1]
+    if windows == 1:
+        return pool(tokens).unsqueeze(1)
+    size = n // (windows - 1)
+    if size == 0:
+        raise ValueError(f"{n} tokens cannot fill {windows - 1} windows; lower prompt.length")
+    parts = [tokens[:, i * size:(i + 1) * size] for i in range(windows - 1)]
+    parts.append(tokens[:, n - n % size:] if n % size else tokens)
+    return torch.stack([pool(part) for part in parts], dim=1)
+
+
+class PooledTokens(TokenReservoir):
+    """SPT's code's pooled variants: P pooled windows per image (:func:`authors_windows`), sampled
+    uniformly over all images like tokens; the strategy then picks P of them at random."""
+
+    def __init__(self, windows: int, mode: str, capacity: int, generator: torch.Generator,
+                 device: torch.device | str = "cpu"):
+        super().__init__(capacity, generator, device)
+        self.windows, self.mode = windows, mode
+
+    def add(self, tokens: torch.Tensor) -> None:
+        super().add(authors_windows(tokens.float(), self.windows, self.mode))
 
 
 def storage_device(device: torch.device, layers: int, tokens_per_layer: int, dim: int) -> torch.device:
@@ -94,14 +124,16 @@ def capture(
     batches: Iterable[torch.Tensor],
     collectors: list[TokenReservoir | WindowPool],
     forward_context: Callable[[], AbstractContextManager] = nullcontext,
+    layer0: str = "embedded",
 ) -> None:
-    """Run the prompt-free backbone (eval mode) over ``batches``; layer i's tokens go to ``collectors[i]``."""
+    """Run the prompt-free backbone (eval mode) over ``batches``; layer i's tokens go to ``collectors[i]``
+    (layer 0's after or before position embedding: ``layer0``, see :meth:`PromptedViT.block_inputs`)."""
     was_training = model.vit.training
     model.vit.eval()
     try:
         for images in batches:
             with forward_context():
-                for layer, tokens in model.block_inputs(images, len(collectors)):
+                for layer, tokens in model.block_inputs(images, len(collectors), layer0):
                     collectors[layer].add(tokens)
     finally:
         model.vit.train(was_training)

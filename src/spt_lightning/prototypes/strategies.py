@@ -8,9 +8,10 @@ import numpy as np
 import torch
 
 from ..errors import SptError
-from .capture import TokenReservoir, WindowPool
+from .capture import PooledTokens, TokenReservoir, WindowPool
 
 STRATEGIES = ("kmeans", "random", "mean_pool", "max_pool", "xavier")
+POOLING = ("sampled", "averaged")  # the pooled strategies: as SPT's code (sampled) or averaged over images
 
 
 class PrototypeError(SptError, ValueError):
@@ -28,9 +29,12 @@ def needs_data(strategy: str) -> bool:
 
 
 def make_collector(strategy: str, length: int, max_tokens: int, generator: torch.Generator,
-                   device: torch.device | str = "cpu"):
+                   device: torch.device | str = "cpu", pooling: str = "sampled"):
     if strategy in ("mean_pool", "max_pool"):
-        return WindowPool(length, strategy.removesuffix("_pool"))
+        mode = strategy.removesuffix("_pool")
+        if pooling == "averaged":
+            return WindowPool(length, mode)
+        return PooledTokens(length, mode, max_tokens, generator, device)
     return TokenReservoir(max_tokens, generator, device)
 
 
@@ -80,7 +84,7 @@ def prototypes(strategy: str, collector, layer: int, length: int, iters: int, se
             f"layer {layer}: only {len(tokens)} tokens were captured for {length} prompts. Lower "
             f"prompt.length, raise init.data_fraction / init.tokens_per_prompt, or use prompt.init=xavier."
         )
-    if strategy == "random":
+    if strategy in ("random", "mean_pool", "max_pool"):  # pooled: P of the images' pooled windows
         pick = torch.randperm(len(tokens), generator=torch.Generator().manual_seed(seed + layer))[:length]
         return tokens[pick], {"tokens": len(tokens)}
     centroids, objective = kmeans(tokens, length, iters, seed + layer, gpu)

@@ -1,0 +1,66 @@
+"""Benchmark tasks compose the published setting (recipe/*.yaml), demo tasks the demo's; overrides win."""
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_module
+from omegaconf import OmegaConf
+
+import spt_lightning
+from spt_lightning.config import ConfigError, check_config
+
+CONF = Path(spt_lightning.__file__).parent / "conf"
+SPT = OmegaConf.load(CONF / "recipe" / "spt.yaml").recipe  # the cited values, read from the recipe file itself
+TASKS = sorted(f"{g}/{p.stem}" for g in ("fgvc", "vtab") for p in (CONF / "task" / g).glob("*.yaml"))
+
+
+def _compose(*overrides):
+    with initialize_config_module(version_base="1.3", config_module="spt_lightning.conf"):
+        return compose("train", overrides=list(overrides))
+
+
+@pytest.mark.parametrize("pretrain", ["sup_in21k", "mae", "mocov3"])
+@pytest.mark.parametrize("task", TASKS)
+def test_benchmark_task_composes_spts_setting(task, pretrain):
+    cfg = _compose(f"task={task}", f"pretrain={pretrain}", *(["pretrain.file=/w.pth"] if pretrain == "mocov3" else []))
+    assert cfg.recipe.name == f"spt_{task.split('/')[0]}"
+    assert (cfg.backbone.arch, cfg.backbone.img_size, cfg.pretrain.name) == ("vit_base_patch16_224", 224, pretrain)
+    assert (cfg.trainer.max_epochs, cfg.optim.warmup_epochs, cfg.data.batch_size) == (
+        SPT.epochs, SPT.warmup_epochs, SPT.batch_size) == (100, 10, 32)
+    assert cfg.optim.optimizer.lr == SPT.by_pretrain.lr[pretrain] == {"mae": 5e-2}.get(pretrain, 1e-3)
+    assert cfg.optim.optimizer.weight_decay == 1e-2
+    assert cfg.optim.param_groups.head.weight_decay == SPT.by_pretrain.head_weight_decay[pretrain]
+    assert cfg.prompt.length == 20 and cfg.prompt.deep
+    assert cfg.task.transform == ("vpt" if task.startswith("fgvc") else "resize")
+    lrs = SPT.by_pretrain.lr_grid.get(pretrain, SPT.by_pretrain.lr_grid.other)
+    assert list(cfg.recipe.grid["optim.optimizer.lr"]) == list(lrs) and cfg.optim.optimizer.lr in lrs
+    check_config(cfg)
+
+
+def test_the_default_pretrain_is_supervised_in21k_and_shallow_gets_100_prompts():
+    cfg = _compose("task=fgvc/cub", "method=spt_shallow")
+    assert cfg.pretrain.name == "sup_in21k" and cfg.prompt.length == 100 and not cfg.prompt.deep
+    assert _compose("task=fgvc/cub", "method=vpt_deep").prompt.length == 20
+
+
+@pytest.mark.parametrize("task", ["demo/animal_mnist", "demo/synthetic", "demo/synthetic8"])
+def test_demo_tasks_keep_the_offline_demo(task):
+    cfg = _compose(f"task={task}")
+    assert cfg.recipe.name == "demo" and cfg.pretrain.source == "bundled"
+    assert (cfg.backbone.img_size, cfg.trainer.max_epochs, cfg.prompt.length, cfg.optim.optimizer.lr) == (112, 10, 10, 5e-3)
+
+
+def test_command_line_overrides_win_over_the_recipe():
+    cfg = _compose("task=fgvc/cub", "prompt.length=50", "trainer.max_epochs=3", "optim.optimizer.lr=0.2",
+                   "pretrain=dino", "data.batch_size=8")
+    assert (cfg.prompt.length, cfg.trainer.max_epochs, cfg.optim.optimizer.lr, cfg.data.batch_size) == (50, 3, 0.2, 8)
+    assert cfg.pretrain.name == "dino" and cfg.optim.param_groups.head.weight_decay == 3.0  # `other`
+    assert _compose("task=fgvc/cub", "recipe=demo").backbone.arch == "vit_small_patch14_dinov2"
+
+
+@pytest.mark.parametrize("override, key", [("recipe.by_pretrain.lr.sup_in21k=abc", "optim.optimizer.lr"),
+                                           ("recipe.weight_decay=-1", "optim.optimizer.weight_decay"),
+                                           ("recipe.epochs=0", "trainer.max_epochs")])
+def test_a_bad_recipe_value_names_the_key_and_the_recipe(override, key):
+    with pytest.raises(ConfigError, match=rf"{key}=.*recipe=spt_fgvc"):
+        check_config(_compose("task=fgvc/cub", override))
