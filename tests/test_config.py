@@ -11,7 +11,7 @@ CONF = Path(spt_lightning.__file__).parent / "conf"
 
 
 def _options(group: str) -> list[str]:
-    return sorted(str(p.relative_to(CONF / group).with_suffix("")) for p in (CONF / group).rglob("*.yaml"))
+    return sorted(str(p.relative_to(CONF / group).with_suffix("")) for p in (CONF / group).rglob("[!_]*.yaml"))
 
 
 @pytest.mark.parametrize(
@@ -41,7 +41,7 @@ def test_defaults_are_the_offline_demo(tmp_path):
     assert cfg.method.name == "spt_deep" and cfg.prompt.init == "kmeans" and cfg.prompt.deep
 
 
-@pytest.mark.parametrize("init", ["kmeans", "random", "mean_pool", "max_pool", "xavier"])
+@pytest.mark.parametrize("init", ["kmeans", "random", "mean_pool", "max_pool", "scaled", "xavier"])
 def test_prompt_init_reaches_the_callback(cfg_factory, init):
     from hydra.utils import instantiate
 

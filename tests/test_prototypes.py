@@ -7,7 +7,14 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from spt_lightning.models import PromptedViT
 from spt_lightning.prototypes import PrototypeError, PrototypeInit
-from spt_lightning.prototypes.capture import PooledTokens, TokenReservoir, WindowPool, authors_windows, capture
+from spt_lightning.prototypes.capture import (
+    PooledTokens,
+    TokenMoments,
+    TokenReservoir,
+    WindowPool,
+    authors_windows,
+    capture,
+)
 from spt_lightning.prototypes.strategies import prototypes
 
 from conftest import tiny_vit
@@ -341,3 +348,35 @@ def test_kmeans_runs_on_the_models_gpu_only(monkeypatch):
 def test_unknown_init_switch_is_refused_with_its_options(key, value):
     with pytest.raises(PrototypeError, match=rf"init.{key}='{value}': expected"):
         PrototypeInit("mean_pool", **{key: value})
+
+
+def test_scaled_init_draws_prompts_at_each_layers_token_mean_and_spread():
+    g = torch.Generator().manual_seed(0)
+    mean, std = torch.tensor([3.0, -1.0, 0.0]), torch.tensor([0.5, 2.0, 1e-3])
+    tokens = mean + std * torch.randn(4, 5000, 3, generator=g)  # 4 images of 5,000 tokens
+    moments = TokenMoments()
+    for image in tokens.split(1):
+        moments.add(image)
+    got_mean, got_std = moments.moments()
+    torch.testing.assert_close(got_mean, tokens.reshape(-1, 3).mean(0), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got_std, tokens.reshape(-1, 3).std(0, correction=0), rtol=1e-4, atol=1e-6)
+    prompts, stats = prototypes("scaled", moments, layer=2, length=4000, iters=1, seed=5)
+    assert prompts.shape == (4000, 3) and stats["tokens"] == 20_000
+    torch.testing.assert_close(prompts.mean(0), mean, rtol=0, atol=0.1)
+    torch.testing.assert_close(prompts.std(0), std, rtol=0.05, atol=1e-4)
+    again, _ = prototypes("scaled", moments, layer=2, length=4000, iters=1, seed=5)
+    other, _ = prototypes("scaled", moments, layer=3, length=4000, iters=1, seed=5)
+    assert torch.equal(prompts, again) and not torch.equal(prompts, other)  # seeded per (seed, layer)
+
+
+def test_scaled_init_through_the_callback_matches_the_layers_statistics(tmp_path):
+    model = _model(length=2)
+    cb = PrototypeInit("scaled", layer0="embedded", seed=1, cache_dir=str(tmp_path / "cache"))
+    _, _, start, _ = _fit(tmp_path, cb, model=model)
+    for layer, tokens in enumerate(_hooked_tokens(model, _DataModule().x)):
+        x = tokens.reshape(-1, 64)
+        noise = torch.randn(2, 64, generator=torch.Generator().manual_seed(1 + layer))
+        torch.testing.assert_close(start[layer], x.mean(0) + x.std(0, correction=0) * noise, rtol=1e-4, atol=1e-4)
+    cb2 = PrototypeInit("scaled", layer0="embedded", seed=1, cache_dir=str(tmp_path / "cache"))
+    _, dm2, start2, _ = _fit(tmp_path, cb2, model=_model(length=2))
+    assert dm2.passes == 0 and torch.equal(start2, start)  # a cache hit equals the miss

@@ -11,7 +11,7 @@ from spt_lightning.config import ConfigError, check_config
 
 CONF = Path(spt_lightning.__file__).parent / "conf"
 SPT = OmegaConf.load(CONF / "recipe" / "spt.yaml").recipe  # the cited values, read from the recipe file itself
-TASKS = sorted(f"{g}/{p.stem}" for g in ("fgvc", "vtab") for p in (CONF / "task" / g).glob("*.yaml"))
+TASKS = sorted(f"{g}/{p.stem}" for g in ("fgvc", "vtab") for p in (CONF / "task" / g).glob("[!_]*.yaml"))
 
 
 def _compose(*overrides):

@@ -75,7 +75,7 @@ def _group_options() -> dict[str, list[str]]:
         for child in node.iterdir():
             if child.is_dir() and not child.name.startswith("_"):
                 walk(child, group, f"{prefix}{child.name}/")
-            elif child.name.endswith(".yaml"):
+            elif child.name.endswith(".yaml") and not child.name.startswith("_"):  # _base.yaml: shared, not an option
                 options[group].append(prefix + child.name.removesuffix(".yaml"))
 
     for group in root.iterdir():

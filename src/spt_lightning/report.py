@@ -202,6 +202,52 @@ def plots(settings, out: Path) -> list[Path]:
     return written
 
 
+def analysis_plots(runs: list[dict[str, Any]], out: Path) -> list[Path]:
+    """Runs with ``prompt_analysis.csv`` (``callbacks=prompt_analysis``): a layer x epoch heatmap of the
+    prompt-token mutual information per run, and the layer-averaged curve of every run in one plot."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curves, written = {}, []
+    for run in runs:
+        path = Path(run["path"]) / "prompt_analysis.csv"
+        if not path.exists():
+            continue
+        rows = list(csv.DictReader(path.open()))
+        epochs = sorted({int(r["epoch"]) for r in rows})
+        layers = sorted({int(r["layer"]) for r in rows})
+        grid = [[next((float(r["mi"]) for r in rows if int(r["epoch"]) == e and int(r["layer"]) == i), float("nan"))
+                 for e in epochs] for i in layers]
+        name = f"{run['task']} {run['method']} {run.get('prompt_init') or ''} P{run['prompt_length']} seed{run.get('seed')}"
+        fig, ax = plt.subplots(figsize=(max(4, 0.4 * len(epochs) + 2), max(3, 0.3 * len(layers) + 1.5)))
+        image = ax.imshow(grid, aspect="auto", origin="lower", vmin=0, vmax=1, cmap="viridis",
+                          extent=(epochs[0] - 0.5, epochs[-1] + 0.5, layers[0] - 0.5, layers[-1] + 0.5))
+        fig.colorbar(image, ax=ax, label="prompt-token mutual information (normalised)")
+        ax.set_xlabel("epoch (0: after init)")
+        ax.set_ylabel("layer")
+        ax.set_title(name, fontsize=8)
+        fig.tight_layout()
+        written.append(out / "analysis" / f"{Path(run['path']).name}_{run['method']}_seed{run.get('seed')}_mi.png")
+        written[-1].parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(written[-1], dpi=120)
+        plt.close(fig)
+        curves[name] = (epochs, [_mean([grid[i][k] for i in range(len(layers))]) for k in range(len(epochs))])
+    if curves:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for name, (epochs, values) in sorted(curves.items()):
+            ax.plot(epochs, values, marker="o", label=name)
+        ax.set_xlabel("epoch (0: after init)")
+        ax.set_ylabel("prompt-token mutual information, mean over layers")
+        ax.legend(fontsize=6)
+        fig.tight_layout()
+        written.append(out / "analysis" / "mi_by_run.png")
+        fig.savefig(written[-1], dpi=120)
+        plt.close(fig)
+    return written
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m spt_lightning.report", description=__doc__.splitlines()[0])
     parser.add_argument("dirs", nargs="+", type=Path, help="run or sweep folders (searched for results.json)")
@@ -221,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     text = markdown(settings, unfinished)
     (args.out / "report.md").write_text(text)
     write_csv(settings, args.out / "report.csv")
-    pngs = plots(settings, args.out)
+    pngs = plots(settings, args.out) + analysis_plots([r for r in runs if r.get("status") == "ok"], args.out)
     print(text)
     print(f"written: {args.out / 'report.md'}, {args.out / 'report.csv'}" + "".join(f", {p}" for p in pngs))
     return 0

@@ -94,6 +94,11 @@ class PromptedViT(nn.Module):
     def prompt_length(self) -> int:
         return 0 if self.prompts is None else self.prompts.length
 
+    @property
+    def patch_slice(self) -> slice:
+        """Where the patch tokens sit in a sequence entering a block: after the prefix tokens and prompts."""
+        return slice(self.num_prefix_tokens + self.prompt_length, None)
+
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Image → token sequence entering block 0 (patch embed, cls/registers + position, norm_pre)."""
         return self._embed_patches(self.vit.patch_embed(x))

@@ -77,6 +77,28 @@ class WindowPool:
         return (self.total / self.images).cpu()
 
 
+class TokenMoments:
+    """Per-dimension mean and standard deviation of every token streamed (float64 running sums): the
+    statistics ``prompt.init=scaled`` draws its prompts from."""
+
+    def __init__(self):
+        self.sum: torch.Tensor | None = None
+        self.sum_sq: torch.Tensor | None = None
+        self.seen = 0
+
+    def add(self, tokens: torch.Tensor) -> None:
+        x = tokens.reshape(-1, tokens.shape[-1]).double()
+        s, sq = x.sum(0), (x * x).sum(0)  # stays where the model runs: no host sync per batch
+        self.sum, self.sum_sq = (s, sq) if self.sum is None else (self.sum + s, self.sum_sq + sq)
+        self.seen += len(x)
+
+    def moments(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(mean [D], std [D])`` on the CPU, float32."""
+        mean = self.sum / self.seen
+        var = (self.sum_sq / self.seen - mean * mean).clamp_min(0)
+        return mean.float().cpu(), var.sqrt().float().cpu()
+
+
 def authors_windows(tokens: torch.Tensor, windows: int, mode: str) -> torch.Tensor:
     """SPT's code's pooled windows of each image, ``[B, N, D]`` → ``[B, P, D]``: P-1 windows of
     ``N // (P-1)`` tokens from the start, then the last ``N % (N // (P-1))`` tokens (all N when that is 0,

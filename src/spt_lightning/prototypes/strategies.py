@@ -8,9 +8,9 @@ import numpy as np
 import torch
 
 from ..errors import SptError
-from .capture import PooledTokens, TokenReservoir, WindowPool
+from .capture import PooledTokens, TokenMoments, TokenReservoir, WindowPool
 
-STRATEGIES = ("kmeans", "random", "mean_pool", "max_pool", "xavier")
+STRATEGIES = ("kmeans", "random", "mean_pool", "max_pool", "scaled", "xavier")
 POOLING = ("sampled", "averaged")  # the pooled strategies: as SPT's code (sampled) or averaged over images
 
 
@@ -30,6 +30,8 @@ def needs_data(strategy: str) -> bool:
 
 def make_collector(strategy: str, length: int, max_tokens: int, generator: torch.Generator,
                    device: torch.device | str = "cpu", pooling: str = "sampled"):
+    if strategy == "scaled":
+        return TokenMoments()
     if strategy in ("mean_pool", "max_pool"):
         mode = strategy.removesuffix("_pool")
         if pooling == "averaged":
@@ -78,6 +80,13 @@ def prototypes(strategy: str, collector, layer: int, length: int, iters: int, se
     """The ``[length, D]`` initial prompts of one layer, and stats for the log."""
     if isinstance(collector, WindowPool):
         return collector.tokens(), {"tokens": collector.seen}
+    if isinstance(collector, TokenMoments):  # scale-matched: N(mean, std^2) per dimension, seeded per layer
+        if collector.seen < 2:
+            raise PrototypeError(f"layer {layer}: {collector.seen} token(s) captured; the token spread needs two "
+                                 f"or more. Raise init.data_fraction or use prompt.init=xavier.")
+        mean, std = collector.moments()
+        noise = torch.randn(length, len(mean), generator=torch.Generator().manual_seed(seed + layer))
+        return mean + std * noise, {"tokens": collector.seen, "token_std": float(std.mean())}
     tokens = collector.tokens()
     if len(tokens) < length:
         raise PrototypeError(

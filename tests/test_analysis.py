@@ -1,0 +1,91 @@
+"""The prompt-token analysis: its measures on constructed inputs, and the callback on a tiny ViT."""
+
+import csv
+import functools
+
+import lightning as L
+import pytest
+import torch
+from conftest import tiny_vit
+from torch.utils.data import DataLoader, TensorDataset
+
+from spt_lightning.analysis import PromptAnalysis, coordinate_mi, similarity
+from spt_lightning.models import PromptedViT
+from spt_lightning.module import PromptTuningModule
+
+
+def test_mutual_information_is_maximal_for_identical_and_near_zero_for_independent_vectors():
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(50, 768, generator=g)
+    assert torch.allclose(coordinate_mi(a, a), torch.ones(50), atol=1e-5)
+    assert torch.allclose(coordinate_mi(a, 3 * a + 1), torch.ones(50), atol=1e-5)  # any increasing map
+    independent = coordinate_mi(a, torch.randn(50, 768, generator=g))
+    assert independent.max() < 0.1
+    related = coordinate_mi(a, a + 0.5 * torch.randn(50, 768, generator=g))
+    assert independent.max() < related.min() < 1  # ordered by dependence
+
+
+def test_similarity_of_prompts_that_are_tokens():
+    g = torch.Generator().manual_seed(1)
+    tokens = torch.randn(200, 64, generator=g)
+    got = similarity(tokens[[3, 70, 150]].clone(), tokens)
+    assert got["cos_nearest"] == pytest.approx(1.0, abs=1e-5) and got["mi"] == pytest.approx(1.0, abs=1e-5)
+    far = similarity(torch.randn(3, 64, generator=g), tokens)
+    assert far["cos_nearest"] < 0.6 and far["mi"] < 0.3
+    mean = similarity(tokens.mean(0, keepdim=True), tokens)
+    assert mean["cos_mean"] == pytest.approx(1.0, abs=1e-5)
+
+
+class _Data(L.LightningDataModule):
+    has_val = True
+
+    def __init__(self):
+        super().__init__()
+        g = torch.Generator().manual_seed(2)
+        self.x, self.y = torch.randn(24, 3, 32, 32, generator=g), torch.randint(0, 4, (24,), generator=g)
+
+    def train_dataloader(self):
+        return DataLoader(TensorDataset(self.x, self.y), batch_size=8)
+
+    def val_dataloader(self):
+        return DataLoader(TensorDataset(self.x[:10], self.y[:10]), batch_size=4)
+
+
+@pytest.mark.parametrize("deep", [True, False])
+def test_callback_logs_every_prompted_layer_each_epoch_and_changes_nothing(tmp_path, deep):
+    torch.manual_seed(0)
+    model = PromptedViT(tiny_vit(num_classes=4), 3, deep=deep)
+    model.freeze_backbone()
+    module = PromptTuningModule(model, 4, functools.partial(torch.optim.AdamW, lr=1e-2))
+    analysis = PromptAnalysis(images=6)
+    trainer = L.Trainer(max_epochs=2, accelerator="cpu", logger=False, enable_progress_bar=False,
+                        enable_checkpointing=False, callbacks=[analysis], default_root_dir=tmp_path)
+    trainer.fit(module, datamodule=_Data())
+    layers = 3 if deep else 1
+    rows = list(csv.DictReader((tmp_path / "prompt_analysis.csv").open()))
+    assert [(int(r["epoch"]), int(r["layer"])) for r in rows] == [(e, i) for e in range(3) for i in range(layers)]
+    assert analysis.batch.shape == (6, 3, 32, 32)  # the same first validation images every epoch
+    assert all(0 <= float(r["mi"]) <= 1 and -1 <= float(r["cos_nearest"]) <= 1 for r in rows)
+    # measuring is read-only: the same numbers again, and training mode kept
+    last, mode = [r for r in analysis.rows if r["epoch"] == 2], model.training
+    again = analysis.measure(model)
+    assert [r["mi"] for r in again] == pytest.approx([r["mi"] for r in last]) and model.training == mode
+
+
+def test_bad_image_count_is_refused():
+    with pytest.raises(ValueError, match="prompt_analysis.images"):
+        PromptAnalysis(images=0)
+
+
+def test_a_run_with_the_analysis_gets_its_heatmap_in_the_report(cfg_factory, tmp_path):
+    from spt_lightning.report import main as report_main
+    from spt_lightning.train import train
+
+    cfg = cfg_factory("callbacks=prompt_analysis", "callbacks.prompt_analysis.images=4")
+    results = train(cfg)
+    rows = list(csv.DictReader((tmp_path / "prompt_analysis.csv").open()))
+    assert results["status"] == "ok" and len(rows) == (cfg.trainer.max_epochs + 1) * cfg.backbone.kwargs.depth  # deep
+    assert {int(r["epoch"]) for r in rows} == set(range(cfg.trainer.max_epochs + 1))
+    assert report_main([str(tmp_path), "--out", str(tmp_path / "report")]) == 0
+    pngs = sorted(p.name for p in (tmp_path / "report" / "analysis").glob("*.png"))
+    assert len(pngs) == 2 and "mi_by_run.png" in pngs
