@@ -5,7 +5,7 @@ from hydra.errors import ConfigCompositionException
 
 import spt_lightning
 from spt_lightning.config import ConfigError, check_config
-from spt_lightning.train import build_model
+from spt_lightning.build import build_model
 
 CONF = Path(spt_lightning.__file__).parent / "conf"
 
@@ -152,7 +152,7 @@ def test_normalisation_is_the_weights_own_without_building_the_model(cfg_factory
     """Read from timm's registry so the data is checked before any download; equal to the built model's."""
     import timm
 
-    from spt_lightning.train import normalisation
+    from spt_lightning.build import normalisation
 
     backbone = {"dinov2": "vit_base_patch14_dinov2", "bundled": "vit_small_patch14_dinov2",
                 "random": "vit_small_patch14_dinov2"}.get(pretrain, "vit_base_patch16")

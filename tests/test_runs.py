@@ -216,7 +216,7 @@ def test_results_keep_which_test_images_were_right(tmp_path, capsys):
 # ---- training that cannot be trusted stops --------------------------------------------------------------
 def test_full_finetuning_follows_timms_no_weight_decay(tmp_path):
     from spt_lightning.module import PromptTuningModule
-    from spt_lightning.train import build_model
+    from spt_lightning.build import build_model
 
     cfg = _cfg(tmp_path, "method=full")
     module = PromptTuningModule(build_model(cfg), 4, torch.optim.AdamW, finetune_backbone=True)

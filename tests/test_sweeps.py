@@ -49,7 +49,9 @@ def test_wandb_offline_run_folder_has_config_and_summary(tmp_path):
 
 
 def _fake(task, acc, seed, method="spt_deep", length=10):
-    return {"status": "ok", "task": task, "method": method, "pretrain": "mae", "backbone": "vit_base_patch16_224",
+    group = "fgvc" if task in FGVC else next(f"vtab_{g.lower()}" for g, ts in VTAB.items() if task in ts)
+    return {"status": "ok", "task": task, "group": group, "method": method, "pretrain": "mae",
+            "backbone": "vit_base_patch16_224",
             "prompt_length": length, "seed": seed, "test": {"acc1": acc},
             "parameters": {"learnable": 10, "learnable_without_head": 5, "backbone": 1000}}
 

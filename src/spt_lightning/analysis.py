@@ -113,7 +113,8 @@ class PromptAnalysis(Callback):
         if model.prompts is None:
             return
         if self.batch is None:
-            self.batch = self._fixed_batch(trainer)
+            with torch.random.fork_rng():  # reading the batch must not shift training's random stream
+                self.batch = self._fixed_batch(trainer)
         rows = [{"epoch": epoch, **row} for row in self.measure(model)]
         metrics = {f"analysis/{m}/layer{r['layer']}": r[m] for r in rows for m in MEASURES}
         for logger in trainer.loggers:

@@ -20,14 +20,33 @@ from typing import Any
 from .errors import SptError
 from .runs import read_results
 
-FGVC = ["fgvc/cub", "fgvc/nabirds", "fgvc/flowers", "fgvc/dogs", "fgvc/cars"]
-VTAB = {
-    "Natural": ["vtab/cifar100", "vtab/caltech101", "vtab/dtd", "vtab/flowers102", "vtab/pets", "vtab/svhn",
-                "vtab/sun397"],
-    "Specialized": ["vtab/patch_camelyon", "vtab/eurosat", "vtab/resisc45", "vtab/retinopathy"],
-    "Structured": ["vtab/clevr_count", "vtab/clevr_dist", "vtab/dmlab", "vtab/kitti_dist", "vtab/dsprites_loc",
-                   "vtab/dsprites_ori", "vtab/smallnorb_azi", "vtab/smallnorb_ele"],
-}
+GROUP_TITLES = {"fgvc": "FGVC", "vtab_natural": "VTAB Natural", "vtab_specialized": "VTAB Specialized",
+                "vtab_structured": "VTAB Structured"}
+
+
+def catalogue() -> dict[str, list[str]]:
+    """Each benchmark group's tasks: the ``group`` of each task config (conf/task), in the order of the
+    ready sweeps that list them (experiment/fgvc_all, vtab_all: the papers' order)."""
+    from importlib.resources import files
+
+    from omegaconf import OmegaConf
+
+    conf = files("spt_lightning.conf")
+    groups: dict[str, list[str]] = defaultdict(list)
+    for sweep in ("fgvc_all", "vtab_all"):
+        with (conf / "experiment" / f"{sweep}.yaml").open() as f:
+            tasks = str(OmegaConf.load(f).hydra.sweeper.params.task).split(",")
+        for task in tasks:
+            family, name = task.split("/")
+            with (conf / "task" / family / f"{name}.yaml").open() as f, \
+                    (conf / "task" / family / "_base.yaml").open() as base:
+                groups[OmegaConf.merge(OmegaConf.load(base), OmegaConf.load(f)).group].append(task)
+    return dict(groups)
+
+
+GROUPS = catalogue()
+FGVC = GROUPS["fgvc"]
+VTAB = {GROUP_TITLES[g].removeprefix("VTAB "): tasks for g, tasks in GROUPS.items() if g.startswith("vtab_")}
 SETTING = ("method", "pretrain", "backbone", "prompt_length")
 # Config keys that do not make a run a different setting: the seed (runs that differ only in it are
 # averaged), the task (a column), and where things are written or how they are shown.
@@ -63,24 +82,30 @@ def _mean(values: list[float]) -> float | None:
 
 def aggregate(runs: list[dict[str, Any]]) -> dict[tuple, dict[str, Any]]:
     """Per setting: per-task test accuracies over seeds, the group figures, and parameter counts."""
-    settings: dict[tuple, dict[str, Any]] = defaultdict(lambda: {"tasks": defaultdict(list), "params": None})
+    settings: dict[tuple, dict[str, Any]] = defaultdict(
+        lambda: {"tasks": defaultdict(list), "group_of": {}, "params": None})
     for run in runs:
         if run.get("status", "ok") != "ok" or not run.get("test"):
             continue  # failed, or a tune run (no test by protocol)
-        key = setting_of(run)
-        settings[key]["tasks"][run["task"]].append(100.0 * run["test"]["acc1"])
-        settings[key]["params"] = run["parameters"]
+        entry = settings[setting_of(run)]
+        entry["tasks"][run["task"]].append(100.0 * run["test"]["acc1"])
+        entry["group_of"][run["task"]] = run.get("group")  # the group each result carries
+        entry["params"] = run["parameters"]
     for entry in settings.values():
         per_task = {t: _mean(v) for t, v in entry["tasks"].items()}
         entry["per_task"] = per_task
-        groups = {"FGVC": FGVC, **{f"VTAB {g}": tasks for g, tasks in VTAB.items()}}
-        entry["groups"] = {g: _mean([per_task[t] for t in tasks]) if all(t in per_task for t in tasks) else None
-                           for g, tasks in groups.items()}
-        vtab_all = [t for tasks in VTAB.values() for t in tasks]
-        complete = all(t in per_task for t in vtab_all)
-        entry["groups"]["VTAB mean of 19 tasks"] = _mean([per_task[t] for t in vtab_all]) if complete else None
-        group_means = [entry["groups"][f"VTAB {g}"] for g in VTAB]
-        entry["groups"]["VTAB mean of 3 groups"] = _mean(group_means) if complete else None
+        members = defaultdict(list)
+        for task, group in entry["group_of"].items():
+            members[group].append(task)
+        # a group's mean needs every task of the group (as many as the catalogue has)
+        entry["groups"] = {title: _mean([per_task[t] for t in members[g]]) if len(members[g]) == len(GROUPS[g])
+                           else None for g, title in GROUP_TITLES.items()}
+        vtab = [g for g in GROUP_TITLES if g.startswith("vtab_")]
+        complete = all(entry["groups"][GROUP_TITLES[g]] is not None for g in vtab)
+        tasks = [t for g in vtab for t in members[g]]
+        entry["groups"]["VTAB mean of 19 tasks"] = _mean([per_task[t] for t in tasks]) if complete else None
+        entry["groups"]["VTAB mean of 3 groups"] = _mean([entry["groups"][GROUP_TITLES[g]] for g in vtab]) \
+            if complete else None
     return dict(settings)
 
 
@@ -94,7 +119,7 @@ def _cell(values: list[float]) -> str:
 
 def _task_order(settings) -> list[str]:
     seen = {t for e in settings.values() for t in e["tasks"]}
-    known = FGVC + [t for tasks in VTAB.values() for t in tasks]
+    known = [t for tasks in GROUPS.values() for t in tasks]
     return [t for t in known if t in seen] + sorted(seen - set(known))
 
 

@@ -7,12 +7,69 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import lightning as L
+import torch
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from . import __version__
 from .files import write_atomically
 from .runs import RunFolderError, read_results
+
+
+def collect(cfg: DictConfig, trainer: L.Trainer, module, protocol: str, selection: dict[str, Any],
+            test_metrics: list[dict], seconds: dict[str, float], precision: tuple[str, str],
+            resumed_from: Path | None) -> dict[str, Any]:
+    """The results of a finished run (``seconds``: fit, test, total)."""
+    init = init_stats(trainer)
+    return {
+        "status": "ok",
+        "task": cfg.task.name,
+        "group": cfg.task.get("group"),
+        "protocol": protocol,
+        "method": cfg.method.name,
+        "prompt_length": module.model.prompt_length,
+        "prompt_deep": bool(cfg.prompt.deep),
+        "prompt_init": cfg.prompt.init if module.model.prompt_length else None,
+        "backbone": cfg.backbone.arch,
+        "img_size": cfg.backbone.img_size,
+        "pretrain": cfg.pretrain.name,
+        "precision": {"used": precision[0], "why": precision[1]},
+        "seed": cfg.get("seed"),
+        "parameters": module.parameter_counts(),
+        "selection": selection,
+        "test": {k.split("/", 1)[1]: v for k, v in (test_metrics[0] if test_metrics else {}).items()},
+        "test_correct": module.test_correct if test_metrics else None,
+        "init": init,
+        # prompt init runs inside fit: training time is fit without it
+        "timings": {"init": init.get("time", 0.0), "train": seconds["fit"] - init.get("time", 0.0),
+                    "test": seconds["test"], "total": seconds["total"]},
+        "resumed_from": None if resumed_from is None else str(resumed_from),
+        "output_dir": str(Path(cfg.paths.output_dir)),
+        "config": OmegaConf.to_container(cfg, resolve=True),
+        "versions": versions(),
+    }
+
+
+def selected_epoch(trainer: L.Trainer) -> dict[str, Any]:
+    """The epoch chosen on validation, with its checkpoint path (``None`` if checkpointing is off)."""
+    epochs = trainer.max_epochs
+    ckpt = next((cb for cb in trainer.checkpoint_callbacks if cb.monitor == "val/acc1"), None)
+    if ckpt is None or not ckpt.best_model_path:
+        val = trainer.callback_metrics.get("val/acc1")
+        return {"epoch": trainer.current_epoch, "epochs": epochs, "val_acc1": _float(val), "path": None}
+    epoch = torch.load(ckpt.best_model_path, map_location="cpu", weights_only=False)["epoch"]
+    return {"epoch": epoch + 1, "epochs": epochs, "val_acc1": _float(ckpt.best_model_score), "path": ckpt.best_model_path}
+
+
+def init_stats(trainer: L.Trainer) -> dict[str, Any]:
+    from .prototypes import PrototypeInit
+
+    return next((cb.stats for cb in trainer.callbacks if isinstance(cb, PrototypeInit)), {})
+
+
+def _float(x: Any) -> float | None:
+    return None if x is None else float(x)
 
 
 def write_results(output_dir: Path, results: dict[str, Any]) -> None:
