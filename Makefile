@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 ARGS   ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install assets run fast test test-extra test-full bench clean
+.PHONY: help install assets run fast reproduce-demo test test-extra test-full bench clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -26,6 +26,10 @@ run: assets ## run the default experiment (SPT on Animal-MNIST, bundled DINOv2);
 
 fast: $(STAMP) ## the whole pipeline on a tiny random ViT in seconds (debug=fast)
 	$(PY) -m spt_lightning debug=fast $(ARGS)
+
+reproduce-demo: assets ## the papers' protocol on the demo: tune -> final (3 seeds) for SPT-deep, VPT-deep, linear, then the table
+	for method in spt_deep vpt_deep linear; do $(PY) -m spt_lightning.tune method=$$method $(ARGS) || exit 1; done
+	$(PY) -m spt_lightning.report $${SPT_LOG_DIR:-logs}/tune --out $${SPT_LOG_DIR:-logs}/tune/report
 
 test: $(STAMP) ## the fast test suite (no network, no slow tests)
 	$(PY) -m pytest

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import re
 import statistics
 import subprocess
 import sys
 from pathlib import Path
+
+from spt_lightning.report import mcnemar
 
 MEASURED_AS = {"layer0": "embedded", "transforms": "eval"}  # the settings the table's runs had in common
 VARIANTS = {  # name -> init settings (conf/init keys); the reference first
@@ -55,23 +56,17 @@ def run(out: Path, extra: list[str]) -> None:
 
 
 def cost(out: Path) -> None:
-    """Init time / training epoch of every variant, measured side by side in this one process at the demo's
-    geometry (``prototype_init.py``; the training runs' own timings are too noisy on a shared machine)."""
+    """Init time / training epoch of every variant not in ``cost.json`` yet, measured side by side in this one
+    process at the demo's geometry (``prototype_init.py``; the training runs' own timings are too noisy on a
+    shared machine)."""
     import prototype_init
 
-    rows = {name: prototype_init.run("demo", None, 10, 32, 2, "cpu", "auto", 20, settings)
-            for name, settings in VARIANTS.items()}
-    (out / "cost.json").write_text(json.dumps(rows, indent=2))
-
-
-def mcnemar(a: str, b: str) -> float:
-    """Two-sided exact McNemar p-value of paired right/wrong strings."""
-    only_a = sum(x == "1" and y == "0" for x, y in zip(a, b))
-    only_b = sum(x == "0" and y == "1" for x, y in zip(a, b))
-    n, k = only_a + only_b, min(only_a, only_b)
-    if n == 0:
-        return 1.0
-    return min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n)
+    path = out / "cost.json"
+    rows = json.loads(path.read_text()) if path.exists() else {}
+    for name, settings in VARIANTS.items():  # the ones not measured yet
+        if name not in rows:
+            rows[name] = prototype_init.run("demo", None, 10, 32, 2, "cpu", "auto", 20, settings)
+            path.write_text(json.dumps(rows, indent=2))
 
 
 def table(out: Path) -> str:

@@ -26,7 +26,6 @@ import argparse
 import functools
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 
@@ -35,12 +34,10 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from spt_lightning.backbones import build_vit  # noqa: E402
-from spt_lightning.models import PromptedViT, attention_kernel  # noqa: E402
-from spt_lightning.module import PromptTuningModule  # noqa: E402
-from spt_lightning.precision import cpu_bf16, resolve_precision  # noqa: E402
+from spt_lightning.backbones import build_vit
+from spt_lightning.models import PromptedViT, attention_kernel
+from spt_lightning.module import PromptTuningModule
+from spt_lightning.precision import cpu_bf16, resolve_precision
 
 
 class Bench:

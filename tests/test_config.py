@@ -41,7 +41,7 @@ def test_defaults_are_the_offline_demo(tmp_path):
     assert cfg.method.name == "spt_deep" and cfg.prompt.init == "kmeans" and cfg.prompt.deep
 
 
-@pytest.mark.parametrize("init", ["kmeans", "random", "mean_pool", "max_pool", "scaled", "xavier"])
+@pytest.mark.parametrize("init", ["kmeans", "random", "mean_pool", "max_pool", "scaled", "vipamin", "xavier"])
 def test_prompt_init_reaches_the_callback(cfg_factory, init):
     from hydra.utils import instantiate
 

@@ -168,7 +168,7 @@ class _DataModule(L.LightningDataModule):
     def transforms(self, train):
         return "train" if train else "eval"
 
-    def prototype_dataloader(self, fraction, seed, batch_size, train_transforms):
+    def prototype_dataloader(self, fraction, seed, batch_size=None, train_transforms=False):
         dm = self
         self.capture_transforms = self.transforms(train_transforms)
 

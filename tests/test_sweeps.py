@@ -106,11 +106,11 @@ def test_tune_takes_the_recipes_grid_and_tunes_each_task(tmp_path, monkeypatch, 
     from spt_lightning.tune import tune_final
 
     monkeypatch.setenv("SPT_CACHE", str(tmp_path / "cache"))
-    fast = ["debug=fast", "recipe.grid={optim.optimizer.lr: [5e-2], optim.optimizer.weight_decay: [0.0]}"]
+    fast = ["debug=fast", "recipe.grid={optim.optimizer.lr: [5e-2]}"]
     summaries = tune_final([*fast, "task=demo/synthetic,demo/synthetic8"], root=tmp_path / "tf", seeds=1)
     assert list(summaries) == ["demo/synthetic", "demo/synthetic8"]
     for task, s in summaries.items():
-        assert [g["overrides"] for g in s["grid"]] == [["optim.optimizer.lr=0.05", "optim.optimizer.weight_decay=0.0"]]
+        assert [g["overrides"] for g in s["grid"]] == [["optim.optimizer.lr=0.05"]]
         final = json.loads((tmp_path / "tf" / task.replace("/", "_") / "final" / "seed0" / "results.json").read_text())
         assert final["task"] == task and final["protocol"] == "final"
     assert "| mean of 2 tasks |" in capsys.readouterr().out
@@ -125,3 +125,23 @@ def test_tune_grid_takes_hydra_sweeps_and_refuses_a_bad_axis_before_any_run(tmp_
     with pytest.raises(ConfigError, match="optim.optimizer.lr"):
         tune_final([*FAST, "optim.optimizer.lrr=1e-3,5e-3"], root=tmp_path / "tf")
     assert not (tmp_path / "tf").exists()
+
+
+def test_report_pairs_each_init_with_spt_kmeans_on_the_same_images(tmp_path):
+    from spt_lightning.report import markdown, mcnemar
+
+    assert mcnemar("1100", "1100") == 1.0 and mcnemar("1" * 20, "0" * 20) == pytest.approx(2 / 2 ** 20)
+    correct = {"kmeans": "1111111111" "1111111111", "xavier": "0000000011" "1111111111", "random": "1111111110" "1111111111"}
+    for init, right in correct.items():
+        for seed in (0, 1):
+            run = _fake("fgvc/cub", right.count("1") / len(right), seed)
+            run |= {"config": {"method": {"name": "spt_deep"}, "prompt": {"init": init}}, "test_correct": right,
+                    "timings": {"init": {"kmeans": 5.0, "random": 3.0, "xavier": 0.0}[init]}}
+            folder = tmp_path / f"{init}-{seed}"
+            folder.mkdir()
+            (folder / "results.json").write_text(json.dumps(run))
+    table = markdown(aggregate(load_runs([tmp_path])), [])
+    rows = {line.split(" | ")[4]: line for line in table.splitlines() if "| spt_deep |" in line}
+    assert "| 5.0 | ref. |" in rows["kmeans"]
+    assert f"| 0.0 | {mcnemar(correct['xavier'] * 2, correct['kmeans'] * 2):.3f} |" in rows["xavier"]  # 16 discordant
+    assert f"| 3.0 | {mcnemar(correct['random'] * 2, correct['kmeans'] * 2):.3f} |" in rows["random"]

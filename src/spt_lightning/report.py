@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import statistics
 import sys
 from collections import defaultdict
@@ -83,7 +84,7 @@ def _mean(values: list[float]) -> float | None:
 def aggregate(runs: list[dict[str, Any]]) -> dict[tuple, dict[str, Any]]:
     """Per setting: per-task test accuracies over seeds, the group figures, and parameter counts."""
     settings: dict[tuple, dict[str, Any]] = defaultdict(
-        lambda: {"tasks": defaultdict(list), "group_of": {}, "params": None})
+        lambda: {"tasks": defaultdict(list), "group_of": {}, "params": None, "correct": {}, "init_s": []})
     for run in runs:
         if run.get("status", "ok") != "ok" or not run.get("test"):
             continue  # failed, or a tune run (no test by protocol)
@@ -91,6 +92,9 @@ def aggregate(runs: list[dict[str, Any]]) -> dict[tuple, dict[str, Any]]:
         entry["tasks"][run["task"]].append(100.0 * run["test"]["acc1"])
         entry["group_of"][run["task"]] = run.get("group")  # the group each result carries
         entry["params"] = run["parameters"]
+        if run.get("test_correct"):  # which test images it got right: for paired tests between settings
+            entry["correct"][(run["task"], run.get("seed"))] = run["test_correct"]
+        entry["init_s"].append(run.get("timings", {}).get("init", 0.0))
     for entry in settings.values():
         per_task = {t: _mean(v) for t, v in entry["tasks"].items()}
         entry["per_task"] = per_task
@@ -107,6 +111,40 @@ def aggregate(runs: list[dict[str, Any]]) -> dict[tuple, dict[str, Any]]:
         entry["groups"]["VTAB mean of 3 groups"] = _mean([entry["groups"][GROUP_TITLES[g]] for g in vtab]) \
             if complete else None
     return dict(settings)
+
+
+def mcnemar(a: str, b: str) -> float:
+    """Two-sided exact McNemar p-value of two equally long right/wrong strings ("1"/"0" per test image)."""
+    only_a = sum(x == "1" and y == "0" for x, y in zip(a, b))
+    only_b = sum(x == "0" and y == "1" for x, y in zip(a, b))
+    n, k = only_a + only_b, min(only_a, only_b)
+    if n == 0:
+        return 1.0
+    return min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n)
+
+
+INIT_KEYS = ("method.name", "prompt.init", "init.strategy")  # what differs between prompt inits of one setting
+
+
+def paired_vs_kmeans(settings, key) -> str:
+    """McNemar p of this setting against SPT k-means of the same setting otherwise (same tasks and seeds),
+    over every (task, seed, test image) both have; '' when there is no such reference."""
+    def beside_init(k):
+        return k[1:4] + (tuple((c, v) for c, v in k[-1] if c not in INIT_KEYS),)
+
+    config = dict(key[-1])
+    if json.loads(config.get("prompt.init", "null")) == "kmeans":
+        return "ref." if any(beside_init(k) == beside_init(key) and k != key for k in settings) else ""
+    reference = next((e for k, e in settings.items() if beside_init(k) == beside_init(key) and
+                      json.loads(dict(k[-1]).get("prompt.init", "null")) == "kmeans"), None)
+    if reference is None:
+        return ""
+    shared = sorted(set(settings[key]["correct"]) & set(reference["correct"]), key=str)
+    if not shared:
+        return ""
+    a = "".join(settings[key]["correct"][s] for s in shared)
+    b = "".join(reference["correct"][s] for s in shared)
+    return f"{mcnemar(a, b):.3f}"
 
 
 def _cell(values: list[float]) -> str:
@@ -139,7 +177,8 @@ def markdown(settings, unfinished: list[dict]) -> str:
     tasks = _task_order(settings)
     group_names = [g for g in next(iter(settings.values()))["groups"]] if settings else []
     extra = varying(settings)
-    head = ["method", "pretrain", "backbone", "P", *extra, *tasks, *group_names, "learnable (% backbone)", "without head"]
+    head = ["method", "pretrain", "backbone", "P", *extra, *tasks, *group_names, "init (s)", "vs SPT k-means (McNemar p)",
+            "learnable (% backbone)", "without head"]
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for key, e in sorted(settings.items(), key=lambda kv: tuple(str(x) for x in kv[0])):
         p = e["params"]
@@ -147,6 +186,7 @@ def markdown(settings, unfinished: list[dict]) -> str:
         cells = [*map(str, key[:-1]), *(str(json.loads(config[k])) if k in config else "" for k in extra),
                  *(_cell(e["tasks"].get(t, [])) for t in tasks),
                  *("" if e["groups"][g] is None else f"{e['groups'][g]:.2f}" for g in group_names),
+                 f"{_mean(e['init_s']):.1f}", paired_vs_kmeans(settings, key),
                  f"{p['learnable']:,} ({100 * p['learnable'] / p['backbone']:.3f}%)",
                  f"{p['learnable_without_head']:,} ({100 * p['learnable_without_head'] / p['backbone']:.3f}%)"]
         lines.append("| " + " | ".join(cells) + " |")

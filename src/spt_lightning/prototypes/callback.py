@@ -24,6 +24,7 @@ from .strategies import (
     needs_data,
     prototypes,
 )
+from .vipamin import vipamin
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,8 @@ class PrototypeInit(Callback):
     rank 0 computes and every rank receives the same values.
 
     Args:
-        strategy: ``kmeans``, ``random``, ``mean_pool``, ``max_pool`` or ``xavier`` (data-free: nothing to do).
+        strategy: ``kmeans``, ``random``, ``mean_pool``, ``max_pool``, ``scaled``, ``vipamin`` or ``xavier``
+            (data-free: nothing to do).
         tokens_per_prompt: Tokens kept per prompt and layer: a uniform sample of ``tokens_per_prompt * P``
             tokens over the whole pass (256: FAISS's own k-means subsample); ``None``: every token.
         data_fraction: Part of the training split the pass reads (seeded).
@@ -54,6 +56,9 @@ class PrototypeInit(Callback):
             image, P of them picked at random over all images) or ``averaged`` (each window averaged over
             the images).
         kmeans_iters: Lloyd iterations of FAISS k-means.
+        vipamin_k: VIPAMIN's K: patch tokens averaged per matched prompt (its code tunes 2, 8, 32, 128).
+        vipamin_lambda: VIPAMIN's lambda: weight of the orthogonal part (its code tunes 0, 0.5, 1).
+        vipamin_images: Images in VIPAMIN's one batch (its code: 256).
         seed: Seed of sampling and k-means.
         cache_dir: Folder of cached prototypes (``None``: no cache).
         batch_size: Batch size of the capture pass (``None``: the datamodule's).
@@ -68,6 +73,9 @@ class PrototypeInit(Callback):
         transforms: str = "train",
         pooling: str = "sampled",
         kmeans_iters: int = 20,
+        vipamin_k: int = 8,
+        vipamin_lambda: float = 0.5,
+        vipamin_images: int = 256,
         seed: int = 0,
         cache_dir: str | None = None,
         batch_size: int | None = None,
@@ -83,10 +91,16 @@ class PrototypeInit(Callback):
         if transforms not in ("train", "eval"):
             raise PrototypeError(f"init.transforms={transforms!r}: expected train or eval")
         _check("init.kmeans_iters", kmeans_iters, int, lambda v: v >= 1, "an integer >= 1 (default 20)")
+        _check("init.vipamin_k", vipamin_k, int, lambda v: v >= 1, "an integer >= 1")
+        _check("init.vipamin_lambda", vipamin_lambda, float, lambda v: 0 <= v <= 1, "a number in [0, 1]")
+        _check("init.vipamin_images", vipamin_images, int, lambda v: v >= 1, "an integer >= 1")
         # What determines the prototypes besides the data and the model (part of the cache key).
         self.settings = {"strategy": strategy, "tokens_per_prompt": tokens_per_prompt,
                          "data_fraction": data_fraction, "layer0": layer0, "transforms": transforms, "pooling": pooling,
                          "kmeans_iters": kmeans_iters, "seed": seed}
+        if strategy == "vipamin":
+            self.settings |= {"vipamin_k": vipamin_k, "vipamin_lambda": vipamin_lambda, "vipamin_images": vipamin_images}
+        self.vipamin = (vipamin_k, vipamin_lambda, vipamin_images)
         self.strategy, self.tokens_per_prompt, self.data_fraction = strategy, tokens_per_prompt, data_fraction
         self.kmeans_iters, self.seed, self.batch_size = kmeans_iters, seed, batch_size
         self.layer0, self.train_transforms, self.pooling = layer0, transforms == "train", pooling
@@ -126,6 +140,8 @@ class PrototypeInit(Callback):
         return cache.cache_key({
             "items": content_digest(loader.dataset),
             "transform": repr(dm.transforms(train=self.train_transforms)),
+            # random augmentations are drawn per loader worker: another worker count, other draws
+            "workers": loader.num_workers if self.train_transforms else None,
             "backbone": type(model.vit).__name__,
             "weights": cache.weights_fingerprint(model.vit, skip=("head.",)),
             "layers": model.prompts.num_layers,
@@ -133,16 +149,47 @@ class PrototypeInit(Callback):
             **self.settings,
             "precision": str(trainer.precision),
             "attention": model.attention,  # fused and eager kernels round differently in bf16
+            # VIPAMIN matches the current (xavier) prompts: their values are an input
+            "start": cache.weights_fingerprint(model.prompts) if self.strategy == "vipamin" else None,
         })
+
+    def _vipamin(self, model, loader) -> dict[str, Any]:
+        started = time.perf_counter()
+        k, lamb, count = self.vipamin
+        batches = []
+        for batch in loader:
+            if batch is not None:
+                batches.append(batch[0])
+            if sum(len(b) for b in batches) >= count:
+                break
+        images = torch.cat(batches)[:count]
+        prompts = vipamin(model, images, k, float(lamb), self.seed)
+        return {"prompts": prompts, "stats": {"layers": [{"tokens": len(images) * model.vit.patch_embed.num_patches}
+                                                          for _ in range(len(prompts))],
+                                              "images": len(images), "capture_time": time.perf_counter() - started,
+                                              "prototype_time": 0.0, "cache": "miss" if self.cache_dir else "off"}}
+
+    def _loader(self, dm):
+        """The images the init reads: the (seeded part of the) training split; VIPAMIN: one seeded batch of it."""
+        if self.strategy != "vipamin":
+            return dm.prototype_dataloader(self.data_fraction, self.seed, self.batch_size, self.train_transforms)
+        available = len(dm.prototype_dataloader(self.data_fraction, self.seed).dataset)
+        images = self.vipamin[2]
+        return dm.prototype_dataloader(self.data_fraction * min(1.0, images / available), self.seed, images,
+                                       self.train_transforms)
 
     def _compute(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
         model = pl_module.model
-        loader = trainer.datamodule.prototype_dataloader(self.data_fraction, self.seed, self.batch_size,
-                                                         self.train_transforms)
+        loader = self._loader(trainer.datamodule)
         path = self.cache_dir / f"{self._key(trainer, pl_module, loader)}.pt" if self.cache_dir else None
         if path is not None and (hit := cache.load(path)) is not None:
             log.info("Prototype cache hit: %s (no data pass)", path)
             return {"prompts": hit["prompts"], "stats": {**hit["stats"], "cache": "hit"}}
+        if self.strategy == "vipamin":
+            entry = self._vipamin(model, loader)
+            if path is not None:
+                cache.save(path, entry)
+            return entry
         device, num_layers = pl_module.device, model.prompts.num_layers
         every = len(loader.dataset) * model.vit.patch_embed.num_patches
         kept = every if self.tokens_per_prompt is None else min(every, self.tokens_per_prompt * model.prompts.length)

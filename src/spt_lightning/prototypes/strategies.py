@@ -10,7 +10,7 @@ import torch
 from ..errors import SptError
 from .capture import PooledTokens, TokenMoments, TokenReservoir, WindowPool
 
-STRATEGIES = ("kmeans", "random", "mean_pool", "max_pool", "scaled", "xavier")
+STRATEGIES = ("kmeans", "random", "mean_pool", "max_pool", "scaled", "vipamin", "xavier")
 POOLING = ("sampled", "averaged")  # the pooled strategies: as SPT's code (sampled) or averaged over images
 
 

@@ -1,0 +1,155 @@
+"""VIPAMIN against a line-by-line transcription of its authors' scripts (load_match_deep.py, load_orth_deep.py)."""
+
+import math
+
+import pytest
+import torch
+import torch.nn as nn
+from conftest import tiny_vit
+from test_prototypes import _fit
+
+from spt_lightning.models import PromptedViT
+from spt_lightning.prototypes import PrototypeInit
+from spt_lightning.prototypes.vipamin import matching, orthogonal, vipamin
+
+
+def _model(length=3, deep=True):
+    torch.manual_seed(0)
+    model = PromptedViT(tiny_vit(num_classes=4), length, deep=deep)
+    model.freeze_backbone()
+    return model.eval()
+
+
+def _their_matching(model, images, k):
+    """load_match_deep.py: qkv outputs and block outputs of the prompted model; X of block 0 = pos_drop."""
+    p, blocks = model.prompts.length, model.vit.blocks[: model.prompts.num_layers]
+    qkv_out, block_out = {}, {}
+    hooks = [b.attn.qkv.register_forward_hook(lambda m, a, o, i=i: qkv_out.__setitem__(i, o)) for i, b in enumerate(blocks)]
+    hooks += [b.register_forward_hook(lambda m, a, o, i=i: block_out.__setitem__(i, o)) for i, b in enumerate(blocks)]
+    with torch.no_grad():
+        model.forward_features(images)
+        pos_drop = model.embed(images)
+    for h in hooks:
+        h.remove()
+    out = []
+    for block in range(len(blocks)):
+        output = qkv_out[block]
+        b, n, c3 = output.shape
+        c, heads = c3 // 3, blocks[block].attn.num_heads
+        qkv = output.reshape(b, n, 3, heads, c // heads).permute(2, 0, 3, 1, 4)
+        key = qkv[1].mean(1).mean(0)[1:, :]
+        adj = nn.functional.normalize(key, p=2, dim=-1)
+        cos = adj @ adj.transpose(-1, -2)
+        cos.diagonal(dim1=-1, dim2=-2).fill_(-torch.inf)
+        cos[:p, :p].fill_(-torch.inf)
+        top = torch.topk(cos, k)[1][:p, :]
+        if block == 0:
+            x = pos_drop.mean(0)
+            out.append(torch.stack([x[idxs + 1 - p].mean(dim=0) for idxs in top[:, :k]]))
+        else:
+            x = block_out[block - 1].mean(0)
+            out.append(torch.stack([x[idxs + 1].mean(dim=0) for idxs in top[:, :k]]))
+    return torch.stack(out)
+
+
+def _their_orthogonal(model, images, random):
+    """load_orth_deep.py: attention outputs (before proj) of the prompt-free model; ``random[i]``: layer i's draws."""
+    blocks = model.vit.blocks[: model.prompts.num_layers]
+    attn_out = {}
+    hooks = [b.attn.proj.register_forward_pre_hook(lambda m, a, i=i: attn_out.__setitem__(i, a[0]))
+             for i, b in enumerate(blocks)]
+    with torch.no_grad():
+        x = model.embed(images)
+        for b in blocks:
+            x = b(x)
+    for h in hooks:
+        h.remove()
+    out = []
+    for block in range(len(blocks)):
+        o = attn_out[block].mean(0)
+        _, d = o.shape
+        q, _ = torch.linalg.qr(o.T, mode="reduced")
+        proj = torch.eye(d) - q @ q.T
+        w_v, v_b = blocks[block].attn.qkv.weight[-d:, :], blocks[block].attn.qkv.bias[-d:]
+        vectors = []
+        for rand_vec in random[block]:
+            rand_vec = rand_vec @ w_v.T + v_b
+            orth_vec = proj @ rand_vec
+            vectors.append((orth_vec - v_b) @ torch.linalg.pinv(w_v))
+        out.append(torch.stack(vectors))
+    return torch.stack(out)
+
+
+@pytest.mark.parametrize("deep", [True, False])
+@pytest.mark.parametrize("k", [1, 4, 60])
+def test_matching_equals_the_authors_script(deep, k):
+    model, images = _model(deep=deep), torch.randn(6, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ours = matching(model, images, k)
+    torch.testing.assert_close(ours, _their_matching(model, images, k), rtol=1e-5, atol=1e-5)
+    assert ours.shape == (3 if deep else 1, 3, 64)
+
+
+def test_too_large_k_is_refused():
+    with pytest.raises(ValueError, match="vipamin_k=65 is more than the 64 patch tokens"):
+        with torch.no_grad():
+            matching(_model(), torch.randn(2, 3, 32, 32), 65)
+
+
+def test_orthogonal_equals_the_authors_script():
+    model, images = _model(), torch.randn(5, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        ours = orthogonal(model, images, torch.Generator().manual_seed(7))
+    g, bound = torch.Generator().manual_seed(7), math.sqrt(6.0 / (model.prompts.patch_fan_in + 64))
+    random = [(torch.rand(3, 64, generator=g) * 2 - 1) * bound for _ in range(3)]
+    with torch.no_grad():
+        torch.testing.assert_close(ours, _their_orthogonal(model, images, random), rtol=1e-4, atol=1e-5)
+
+
+def test_orthogonal_part_is_outside_the_attention_outputs_when_values_are_the_identity():
+    """Hand-built: width 128 > 65 tokens (so the outputs span a proper subspace), W_V = I, no value bias:
+    the prompts are then the random draws with their component in span(O) removed."""
+    torch.manual_seed(0)
+    model = PromptedViT(tiny_vit(num_classes=4, embed_dim=128), 3, deep=True).eval()
+    images = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        for block in model.vit.blocks:
+            block.attn.qkv.weight[256:] = torch.eye(128)
+            block.attn.qkv.bias[256:] = 0
+        prompts = orthogonal(model, images, torch.Generator().manual_seed(0))
+        outputs = []
+        hook = model.vit.blocks[0].attn.proj.register_forward_pre_hook(lambda m, a: outputs.append(a[0]))
+        model.vit.blocks[0](model.embed(images))
+        hook.remove()
+    span = outputs[0].mean(0)  # [65 tokens, 128]
+    assert (prompts[0] @ span.T).abs().max() < 1e-4 * span.abs().max()  # orthogonal to every output
+    g, bound = torch.Generator().manual_seed(0), math.sqrt(6.0 / (model.prompts.patch_fan_in + 128))
+    draws = (torch.rand(3, 128, generator=g) * 2 - 1) * bound
+    assert prompts[0].norm() > 0.5 * draws.norm()  # most of a random draw lies outside a 65-dim subspace of 128
+
+
+def test_vipamin_mixes_both_parts_and_the_callback_caches_it(tmp_path):
+    model, images = _model(), torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        both = vipamin(model, images, 4, 0.25, seed=0)
+        m, o = matching(model, images, 4), orthogonal(model, images, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(both, 0.75 * m + 0.25 * o)
+
+    cb = PrototypeInit("vipamin", vipamin_k=4, vipamin_lambda=0.5, vipamin_images=16, layer0="embedded",
+                       cache_dir=str(tmp_path / "cache"))
+    start_model = _model(length=2)
+    xavier = start_model.prompts.embeddings.detach().clone()
+    _, dm, start, _ = _fit(tmp_path, cb, model=start_model)
+    assert dm.passes == 1 and start.shape == xavier.shape and not torch.equal(start, xavier)
+    cb2 = PrototypeInit("vipamin", vipamin_k=4, vipamin_lambda=0.5, vipamin_images=16, layer0="embedded",
+                        cache_dir=str(tmp_path / "cache"))
+    _, dm2, start2, _ = _fit(tmp_path, cb2, model=_model(length=2))
+    assert dm2.passes == 0 and torch.equal(start2, start)
+
+
+@pytest.mark.parametrize("key, value", [("vipamin_k", 0), ("vipamin_lambda", 1.5), ("vipamin_images", 0)])
+def test_bad_vipamin_settings_are_refused(key, value):
+    from spt_lightning.prototypes import PrototypeError
+
+    with pytest.raises(PrototypeError, match=f"init.{key}"):
+        PrototypeInit("vipamin", **{key: value})
