@@ -90,21 +90,15 @@ class PromptAnalysis(Callback):
     @torch.no_grad()
     def measure(self, model) -> list[dict[str, float]]:
         """One row per prompted layer: the prompts against the patch tokens entering that block."""
-        seen: dict[int, torch.Tensor] = {}
-        layers = model.prompts.num_layers
-        hooks = [block.register_forward_pre_hook(lambda _, args, i=i: seen.__setitem__(i, args[0]))
-                 for i, block in enumerate(model.vit.blocks[:layers])]
         was_training = model.training
         model.eval()
         try:
-            model.forward_features(self.batch.to(model.prompts.embeddings.device))
+            sequences = model.block_sequences(self.batch.to(model.prompts.embeddings.device), model.prompts.num_layers)
         finally:
             model.train(was_training)
-            for hook in hooks:
-                hook.remove()
         rows = []
-        for i in range(layers):
-            tokens = seen[i][:, model.patch_slice].reshape(-1, seen[i].shape[-1])
+        for i, x in enumerate(sequences):
+            tokens = x[:, model.patch_slice].reshape(-1, x.shape[-1])
             rows.append({"layer": i, **similarity(model.prompts.embeddings[i].detach(), tokens)})
         return rows
 

@@ -125,6 +125,18 @@ class PromptedViT(nn.Module):
             x = block(x)
             yield i + 1, x[:, n:]
 
+    def block_sequences(self, images: torch.Tensor, num_layers: int) -> list[torch.Tensor]:
+        """The whole sequences ``[B, prefix + P + N, D]`` entering blocks ``0 .. num_layers-1`` in the
+        prompted forward (this model's prompts in place); the patch tokens are ``[:, self.patch_slice]``."""
+        seen: list[torch.Tensor] = []
+        hooks = [b.register_forward_pre_hook(lambda _, args: seen.append(args[0])) for b in self.vit.blocks[:num_layers]]
+        try:
+            self.forward_features(images)
+        finally:
+            for hook in hooks:
+                hook.remove()
+        return seen
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.embed(x)
         if self.prompts is None:

@@ -24,25 +24,19 @@ import torch.nn.functional as F
 from ..models import PromptedViT
 
 
-def _tokens_entering_blocks(model: PromptedViT, images: torch.Tensor, layers: int, prompted: bool) -> list:
-    """Per block i < layers: ``(its input sequence, its attention output before proj)``, from the prompted
-    model (its current prompts in place) or the prompt-free backbone."""
-    seen: dict[int, list[torch.Tensor]] = {i: [] for i in range(layers)}
+def _attention_outputs(model: PromptedViT, images: torch.Tensor, layers: int) -> list[torch.Tensor]:
+    """Per block i < layers of the prompt-free backbone: its attention output before ``proj``."""
+    seen: list[torch.Tensor] = []
     blocks = model.vit.blocks[:layers]
-    hooks = [b.register_forward_pre_hook(lambda _, args, i=i: seen[i].append(args[0])) for i, b in enumerate(blocks)]
-    hooks += [b.attn.proj.register_forward_pre_hook(lambda _, args, i=i: seen[i].append(args[0]))
-              for i, b in enumerate(blocks)]
+    hooks = [b.attn.proj.register_forward_pre_hook(lambda _, args: seen.append(args[0])) for b in blocks]
     try:
-        if prompted:
-            model.forward_features(images)
-        else:
-            x = model.embed(images)
-            for block in blocks:
-                x = block(x)
+        x = model.embed(images)
+        for block in blocks:
+            x = block(x)
     finally:
         for hook in hooks:
             hook.remove()
-    return [tuple(seen[i]) for i in range(layers)]
+    return seen
 
 
 def matching(model: PromptedViT, images: torch.Tensor, k: int) -> torch.Tensor:
@@ -50,7 +44,7 @@ def matching(model: PromptedViT, images: torch.Tensor, k: int) -> torch.Tensor:
     prompts, n = model.prompts, model.num_prefix_tokens
     p = prompts.length
     out = []
-    for i, (x, _) in enumerate(_tokens_entering_blocks(model, images, prompts.num_layers, prompted=True)):
+    for i, x in enumerate(model.block_sequences(images, prompts.num_layers)):
         block = model.vit.blocks[i]
         b, length, dim = x.shape
         heads = block.attn.num_heads
@@ -63,7 +57,7 @@ def matching(model: PromptedViT, images: torch.Tensor, k: int) -> torch.Tensor:
         cos.fill_diagonal_(-torch.inf)
         cos[:p, :p] = -torch.inf  # a prompt never matches a prompt
         nearest = cos[:p].topk(k, dim=-1).indices - p  # [P, K] patch indices
-        patches = x[:, n + p:].float().mean(0)  # the patch tokens entering block i, averaged over the images
+        patches = x[:, model.patch_slice].float().mean(0)  # the patch tokens entering block i, averaged over images
         out.append(patches[nearest].mean(1))
     return torch.stack(out)
 
@@ -72,7 +66,7 @@ def orthogonal(model: PromptedViT, images: torch.Tensor, generator: torch.Genera
     """``[layers, P, D]``: random prompts whose value vectors lie outside the span of the attention outputs."""
     prompts = model.prompts
     out = []
-    for i, (_, attended) in enumerate(_tokens_entering_blocks(model, images, prompts.num_layers, prompted=False)):
+    for i, attended in enumerate(_attention_outputs(model, images, prompts.num_layers)):
         qkv = model.vit.blocks[i].attn.qkv
         dim = attended.shape[-1]
         w_v = qkv.weight[2 * dim:].float().cpu()
