@@ -95,6 +95,11 @@ def test_tune_then_final_picks_the_best_validation_config_and_resumes(tmp_path, 
     for i in range(2):
         grid_run = json.loads((tmp_path / "tf" / "grid" / str(i) / "results.json").read_text())
         assert grid_run["protocol"] == "tune" and grid_run["test"] == {}  # never tested on test
+    # the report of the whole protocol: the final runs only (grid runs have no test), their seeds averaged
+    assert report_main([str(tmp_path / "tf"), "--out", str(tmp_path / "report")]) == 0
+    rows = [line for line in (tmp_path / "report" / "report.md").read_text().splitlines() if "| spt_deep |" in line]
+    mean = statistics.mean(100 * t for t in summary["final_test_acc1"])
+    assert len(rows) == 1 and f"{mean:.2f} ± " in rows[0]
     # the same command again: every finished run is read back, none trained again
     stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "tf").rglob("results.json")}
     (again,) = tune_final([*FAST, "optim.optimizer.lr=1e-6,5e-2"], root=tmp_path / "tf", seeds=2).values()
