@@ -84,7 +84,9 @@ def test_tune_then_final_picks_the_best_validation_config_and_resumes(tmp_path, 
         ["optim.optimizer.lr=1", "seed=0"], ["optim.optimizer.lr=1", "seed=1"],
         ["optim.optimizer.lr=2", "seed=0"], ["optim.optimizer.lr=2", "seed=1"]]
     monkeypatch.setenv("SPT_CACHE", str(tmp_path / "cache"))
-    (summary,) = tune_final([*FAST, "optim.optimizer.lr=1e-6,5e-2"], root=tmp_path / "tf", seeds=2).values()
+    summaries = tune_final([*FAST, "optim.optimizer.lr=1e-6,5e-2"], root=tmp_path / "tf", seeds=2)
+    assert list(summaries) == ["demo/synthetic"]
+    (summary,) = summaries.values()
     vals = {tuple(s["overrides"]): s["val_acc1"] for s in summary["grid"]}
     assert summary["chosen"] == list(max(vals, key=vals.get))
     for seed in range(2):

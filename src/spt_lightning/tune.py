@@ -138,8 +138,8 @@ def tune_final(overrides: list[str], root: Path | None = None, seeds: int = 3) -
     summaries = {}
     for task in tasks or [None]:
         where = root / task.split("=", 1)[1].replace("/", "_") if task else root
-        summaries[task.split("=", 1)[1] if task else "task"] = tune_task([*fixed, *([task] if task else [])],
-                                                                         points, where, seeds)
+        name = task.split("=", 1)[1] if task else _compose(fixed).task.name
+        summaries[name] = tune_task([*fixed, *([task] if task else [])], points, where, seeds)
     print(table(summaries, seeds))
     return summaries
 
