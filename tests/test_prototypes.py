@@ -102,6 +102,8 @@ def test_authors_windows_follow_spts_code():
     got = authors_windows(tokens[:, :6], 4, "mean")  # size 2, 6 % 2 = 0: their x[:, -0:] is the whole image
     torch.testing.assert_close(got[0, :, 0], torch.tensor([0.5, 2.5, 4.5, 2.5]))
     torch.testing.assert_close(authors_windows(tokens, 1, "max")[:, 0, 0], torch.tensor([6.0, 13.0]))
+    with pytest.raises(PrototypeError, match="7 patch tokens cannot fill the 8 pooled windows of prompt.length=9"):
+        authors_windows(tokens, 9, "mean")
 
 
 @pytest.mark.parametrize("mode", ["mean", "max"])

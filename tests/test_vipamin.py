@@ -9,7 +9,7 @@ from conftest import tiny_vit
 from test_prototypes import _fit
 
 from spt_lightning.models import PromptedViT
-from spt_lightning.prototypes import PrototypeInit
+from spt_lightning.prototypes import PrototypeError, PrototypeInit
 from spt_lightning.prototypes.vipamin import matching, orthogonal, vipamin
 
 
@@ -91,7 +91,7 @@ def test_matching_equals_the_authors_script(deep, k):
 
 
 def test_too_large_k_is_refused():
-    with pytest.raises(ValueError, match="vipamin_k=65 is more than the 64 patch tokens"):
+    with pytest.raises(PrototypeError, match="vipamin_k=65 is more than the 64 patch tokens"):
         with torch.no_grad():
             matching(_model(), torch.randn(2, 3, 32, 32), 65)
 
@@ -149,7 +149,5 @@ def test_vipamin_mixes_both_parts_and_the_callback_caches_it(tmp_path):
 
 @pytest.mark.parametrize("key, value", [("vipamin_k", 0), ("vipamin_lambda", 1.5), ("vipamin_images", 0)])
 def test_bad_vipamin_settings_are_refused(key, value):
-    from spt_lightning.prototypes import PrototypeError
-
     with pytest.raises(PrototypeError, match=f"init.{key}"):
         PrototypeInit("vipamin", **{key: value})

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from ..models import PromptedViT
+from .errors import PrototypeError
 
 
 class TokenReservoir:
@@ -109,7 +110,8 @@ def authors_windows(tokens: torch.Tensor, windows: int, mode: str) -> torch.Tens
         return pool(tokens).unsqueeze(1)
     size = n // (windows - 1)
     if size == 0:
-        raise ValueError(f"{n} tokens cannot fill {windows - 1} windows; lower prompt.length")
+        raise PrototypeError(f"{n} patch tokens cannot fill the {windows - 1} pooled windows of prompt.length="
+                             f"{windows}; lower prompt.length or use init.pooling=averaged")
     parts = [tokens[:, i * size:(i + 1) * size] for i in range(windows - 1)]
     parts.append(tokens[:, n - n % size:] if n % size else tokens)
     return torch.stack([pool(part) for part in parts], dim=1)

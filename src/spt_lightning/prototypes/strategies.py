@@ -7,15 +7,11 @@ import math
 import numpy as np
 import torch
 
-from ..errors import SptError
 from .capture import PooledTokens, TokenMoments, TokenReservoir, WindowPool
+from .errors import PrototypeError
 
 STRATEGIES = ("kmeans", "random", "mean_pool", "max_pool", "scaled", "vipamin", "xavier")
 POOLING = ("sampled", "averaged")  # the pooled strategies: as SPT's code (sampled) or averaged over images
-
-
-class PrototypeError(SptError, ValueError):
-    """Prototypes cannot be computed as configured; the message says what to change."""
 
 
 def check_strategy(strategy: str) -> None:

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from ..models import PromptedViT
+from .errors import PrototypeError
 
 
 def _attention_outputs(model: PromptedViT, images: torch.Tensor, layers: int) -> list[torch.Tensor]:
@@ -51,7 +52,7 @@ def matching(model: PromptedViT, images: torch.Tensor, k: int) -> torch.Tensor:
         keys = block.attn.qkv(block.norm1(x))[..., dim:2 * dim].reshape(b, length, heads, dim // heads)
         keys = keys.float().mean(2).mean(0)[n:]  # [P + patches, head_dim]: prefix tokens dropped
         if k > len(keys) - p:
-            raise ValueError(f"init.vipamin_k={k} is more than the {len(keys) - p} patch tokens; lower it")
+            raise PrototypeError(f"init.vipamin_k={k} is more than the {len(keys) - p} patch tokens; lower it")
         unit = F.normalize(keys, dim=-1)
         cos = unit @ unit.T
         cos.fill_diagonal_(-torch.inf)
