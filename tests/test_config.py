@@ -139,11 +139,13 @@ def test_data_dir_follows_paths_and_env(cfg_factory, monkeypatch):
 @pytest.mark.parametrize("experiment", _options("experiment"))
 def test_every_ready_experiment_sweeps_valid_options_and_keys(experiment):
     """A mistyped task or key in a sweep definition is caught here, not 18 jobs into a sweep."""
-    from omegaconf import OmegaConf
+    from hydra import compose, initialize_config_module
 
     from spt_lightning.config import check_overrides
 
-    params = OmegaConf.load(CONF / "experiment" / f"{experiment}.yaml").hydra.sweeper.params
+    with initialize_config_module(version_base="1.3", config_module="spt_lightning.conf"):
+        params = compose("train", [f"experiment={experiment}"], return_hydra_config=True).hydra.sweeper.params
+    assert params, f"experiment={experiment} sweeps nothing"
     check_overrides([f"experiment={experiment}", *(f"{key}={value}" for key, value in params.items())])
 
 

@@ -102,6 +102,7 @@ def test_tune_then_final_picks_the_best_validation_config_and_resumes(tmp_path, 
     rows = [line for line in (tmp_path / "report" / "report.md").read_text().splitlines() if "| spt_deep |" in line]
     mean = statistics.mean(100 * t for t in summary["final_test_acc1"])
     assert len(rows) == 1 and f"{mean:.2f} ± " in rows[0]
+    assert "Beside the published" not in (tmp_path / "report" / "report.md").read_text()  # a tiny ViT: none published
     # the same command again: every finished run is read back, none trained again
     stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "tf").rglob("results.json")}
     (again,) = tune_final([*FAST, "optim.optimizer.lr=1e-6,5e-2"], root=tmp_path / "tf", seeds=2).values()
@@ -152,3 +153,63 @@ def test_report_pairs_each_init_with_spt_kmeans_on_the_same_images(tmp_path):
     assert "| 5.0 | ref. |" in rows["kmeans"]
     assert f"| 0.0 | {mcnemar(correct['xavier'] * 2, correct['kmeans'] * 2):.3f} |" in rows["xavier"]  # 16 discordant
     assert f"| 3.0 | {mcnemar(correct['random'] * 2, correct['kmeans'] * 2):.3f} |" in rows["random"]
+
+
+def test_published_numbers_are_well_formed_and_consistent():
+    """Every shipped number names a known method, pretrain, task or group and source; VPT's per-task
+    numbers average to its group means (the paper's Table 1: 78.48 / 82.43 / 54.98 for VPT-deep)."""
+    import csv
+    from importlib.resources import files
+
+    from spt_lightning.published import SOURCES, published
+    from spt_lightning.report import GROUP_TITLES, GROUPS, published_for
+
+    rows = list(csv.DictReader((files("spt_lightning") / "published.csv").open()))
+    tasks = {t for ts in GROUPS.values() for t in ts}
+    conf = Path(files("spt_lightning.conf"))
+    for row in rows:
+        assert (conf / "method" / f"{row['method']}.yaml").exists() and (conf / "pretrain" / f"{row['pretrain']}.yaml").exists()
+        assert row["benchmark"] in tasks | set(GROUP_TITLES.values()) and row["source"] in SOURCES
+        assert 0 < float(row["top1"]) <= 100
+    assert len(published("vpt_deep", "sup_in21k", "vit_base_patch16_224")) == 24  # 19 VTAB + 5 FGVC tasks
+    final = ("vpt_deep", "sup_in21k", "vit_base_patch16_224", 50, (("data.protocol", '"final"'),))
+    numbers = published_for(final)
+    for title, paper in (("VTAB Natural", 78.48), ("VTAB Specialized", 82.43), ("VTAB Structured", 54.98),
+                         ("FGVC", 89.11)):
+        assert numbers[title] == (pytest.approx(paper, abs=0.05), "computed")
+    assert published_for(final[:4] + ((("data.protocol", '"select"'),),)) == {}  # another protocol: no match
+
+
+def test_report_puts_published_numbers_beside_a_matching_setting(tmp_path):
+    from spt_lightning.report import markdown
+
+    for method, protocol in (("vpt_deep", "final"), ("vpt_deep", "select"), ("spt_deep", "final")):
+        for seed, acc in ((0, 0.79), (1, 0.81)):
+            run = _fake("vtab/cifar100", acc, seed, method=method) | {"pretrain": "sup_in21k"}
+            run["config"] = {"data": {"protocol": protocol}, "method": {"name": method}}
+            folder = tmp_path / f"{method}-{protocol}-{seed}"
+            folder.mkdir()
+            (folder / "results.json").write_text(json.dumps(run))
+    table = markdown(aggregate(load_runs([tmp_path])), [])
+    beside = [line for line in table.splitlines() if "| vtab/cifar100 | 80.00 |" in line]
+    assert beside == ["| vpt_deep | sup_in21k | vit_base_patch16_224 | 10 | vtab/cifar100 | 80.00 | 78.80 | +1.20 | [1] |"]
+    assert "[1] VPT (Jia et al., ECCV 2022" in table
+    assert report_main([str(tmp_path), "--out", str(tmp_path / "r")]) == 0
+    rows = list(__import__("csv").DictReader((tmp_path / "r" / "report.csv").open()))
+    assert sorted((r["method"], r["published"]) for r in rows if r["task"] == "vtab/cifar100") == [
+        ("spt_deep", ""), ("vpt_deep", ""), ("vpt_deep", "78.80")]
+
+
+@pytest.mark.parametrize("benchmark,tasks", [("fgvc", FGVC), ("vtab", [t for ts in VTAB.values() for t in ts])])
+def test_paper_experiments_tune_every_task_of_the_benchmark_on_its_recipe_grid(benchmark, tasks):
+    from spt_lightning.tune import _compose, _recipe_points, _tasks
+
+    fixed = [f"experiment=paper/{benchmark}", "pretrain=mae", "method=spt_deep"]
+    found, _ = _tasks(fixed, [[]])
+    assert found == [f"task={t}" for t in tasks]
+    cfg = _compose([*fixed, found[0]])
+    assert cfg.backbone.arch == "vit_base_patch16_224" and cfg.pretrain.name == "mae"
+    axes = {key: [str(v) for v in values] for key, values in cfg.recipe.grid.items()}
+    points = _recipe_points(cfg)
+    assert len(points) == __import__("math").prod(map(len, axes.values())) > 1
+    assert all(o.split("=")[1] in axes[o.split("=")[0]] for p in points for o in p)

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import SptError
+from .published import SOURCES, published
 from .runs import read_results
 
 GROUP_TITLES = {"fgvc": "FGVC", "vtab_natural": "VTAB Natural", "vtab_specialized": "VTAB Specialized",
@@ -147,6 +148,40 @@ def paired_vs_kmeans(settings, key) -> str:
     return f"{mcnemar(a, b):.3f}"
 
 
+def published_for(key: tuple) -> dict[str, tuple[float, str]]:
+    """The published numbers of this setting's method, pretrain and backbone, when it ran the papers'
+    protocol (``data.protocol=final``); a group's mean of published per-task values where the paper's
+    own is not shipped. ``{task or group title: (top-1 %, source key)}``."""
+    if json.loads(dict(key[-1]).get("data.protocol", "null")) != "final":
+        return {}
+    numbers = published(*key[:3])
+    for group, title in GROUP_TITLES.items():
+        tasks = GROUPS.get(group, [])
+        if title not in numbers and tasks and all(t in numbers for t in tasks):
+            numbers[title] = (round(_mean([numbers[t][0] for t in tasks]), 2), "computed")
+    return numbers
+
+
+def beside_published(settings) -> str:
+    """Each of our figures whose setting has a published one: ours, published, the difference, the source."""
+    lines, used = [], []
+    for key, e in sorted(settings.items(), key=lambda kv: tuple(str(x) for x in kv[0])):
+        numbers = published_for(key)
+        ours = {**e["per_task"], **{g: v for g, v in e["groups"].items() if v is not None}}
+        for name, value in ours.items():
+            if name in numbers:
+                number, source = numbers[name]
+                used += [source] if source not in used else []
+                lines.append(f"| {' | '.join(map(str, key[:4]))} | {name} | {value:.2f} | {number:.2f} | "
+                             f"{value - number:+.2f} | [{used.index(source) + 1}] |")
+    if not lines:
+        return ""
+    head = "| method | pretrain | backbone | P | task / group | ours | published | ours − published | source |"
+    notes = "".join(f"[{i + 1}] {SOURCES[s]}\n" for i, s in enumerate(used))
+    return ("\nBeside the published numbers (same method, pretrain and backbone; `data.protocol=final`):\n\n"
+            + head + "\n|" + " --- |" * 9 + "\n" + "\n".join(lines) + "\n\n" + notes)
+
+
 def _cell(values: list[float]) -> str:
     if not values:
         return ""
@@ -191,7 +226,7 @@ def markdown(settings, unfinished: list[dict]) -> str:
                  f"{p['learnable_without_head']:,} ({100 * p['learnable_without_head'] / p['backbone']:.3f}%)"]
         lines.append("| " + " | ".join(cells) + " |")
     out = "Top-1 test accuracy (%), mean ± std over seeds. Group means need every task of the group.\n\n"
-    out += "\n".join(lines) + "\n"
+    out += "\n".join(lines) + "\n" + beside_published(settings)
     for status in ("failed", "interrupted"):
         runs = [r for r in unfinished if r.get("status") == status]
         if runs:
@@ -203,16 +238,21 @@ def write_csv(settings, path: Path) -> None:
     extra = varying(settings)
     with path.open("w", newline="") as f:
         w = csv.writer(f)
-        w.writerow([*SETTING, *extra, "task", "seeds", "mean", "std"])
+        w.writerow([*SETTING, *extra, "task", "seeds", "mean", "std", "published", "published_source"])
         for key, e in settings.items():
             config = dict(key[-1])
             fixed = [*key[:-1], *(json.loads(config[k]) if k in config else "" for k in extra)]
+            numbers = published_for(key)
+
+            def beside(name: str) -> list[str]:
+                return [f"{numbers[name][0]:.2f}", numbers[name][1]] if name in numbers else ["", ""]
+
             for task, values in e["tasks"].items():
                 std = statistics.stdev(values) if len(values) > 1 else 0.0
-                w.writerow([*fixed, task, len(values), f"{_mean(values):.4f}", f"{std:.4f}"])
+                w.writerow([*fixed, task, len(values), f"{_mean(values):.4f}", f"{std:.4f}", *beside(task)])
             for group, value in e["groups"].items():
                 if value is not None:
-                    w.writerow([*fixed, group, "", f"{value:.4f}", ""])
+                    w.writerow([*fixed, group, "", f"{value:.4f}", "", *beside(group)])
 
 
 def plots(settings, out: Path) -> list[Path]:
