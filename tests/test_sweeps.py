@@ -13,18 +13,20 @@ from test_cli import FAST, _results, run_cli
 
 
 def test_multirun_grid_and_report_aggregates(tmp_path):
-    done = run_cli(["-m", "debug=fast", "task=demo/synthetic,demo/synthetic8", "prompt.length=1,3"], tmp_path)
+    done = run_cli(["-m", "debug=fast", "task=demo/synthetic,demo/synthetic8", "method=vpt_deep,vpt_shallow",
+                    "prompt.length=3"], tmp_path)
     runs = _results(tmp_path)
-    assert len(runs) == 4 and all(r["status"] == "ok" for r in runs)
+    assert sorted((r["task"], r["method"], r["status"]) for r in runs) == [
+        (t, m, "ok") for t in ("demo/synthetic", "demo/synthetic8") for m in ("vpt_deep", "vpt_shallow")]
     assert "epoch 2/2" in done.stdout  # plain per-epoch lines when not interactive
     out = tmp_path / "report"
     assert report_main([str(tmp_path / "logs"), "--out", str(out)]) == 0
     rows = list(__import__("csv").DictReader((out / "report.csv").open()))
     for r in runs:
-        row = next(x for x in rows if x["task"] == r["task"] and int(x["prompt_length"]) == r["prompt_length"])
+        row = next(x for x in rows if x["task"] == r["task"] and x["method"] == r["method"])
         assert float(row["mean"]) == pytest.approx(100 * r["test"]["acc1"], abs=1e-3)
-    table = (out / "report.md").read_text()
-    assert "demo/synthetic8" in table and table.count("| spt_deep |") == 2
+    table = (out / "report.md").read_text()  # one row per method, the tasks as columns
+    assert "demo/synthetic8" in table and table.count("| vpt_deep |") == table.count("| vpt_shallow |") == 1
     assert (out / "accuracy_vs_prompt_length.png").stat().st_size > 1000
 
 

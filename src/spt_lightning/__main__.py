@@ -12,9 +12,7 @@ from omegaconf import DictConfig
 
 from .config import check_overrides
 from .errors import SptError
-from .results import exit_code, interrupted, record_outcome
 from .runs import RunFolderError
-from .train import train
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +28,10 @@ def _traceback_to_log_file(error: BaseException) -> None:
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def run(cfg: DictConfig) -> float | None:
+    # Imported here, not above: --help, --cfg and a refused command line start without torch and Lightning.
+    from .results import exit_code, interrupted, record_outcome
+    from .train import train
+
     try:
         results = train(cfg)
     except BaseException as error:

@@ -56,20 +56,11 @@ def normalisation(cfg: DictConfig) -> tuple[list[float], list[float]]:
 
 
 def build_datamodule(cfg: DictConfig) -> TaskDataModule:
+    """``cfg.data`` (the datamodule's own keys) with what other groups decide: the task, the backbone's
+    image size, the weights' normalisation and the run's seed."""
     mean, std = normalisation(cfg)
-    return TaskDataModule(
-        OmegaConf.to_container(cfg.task, resolve=True),
-        img_size=cfg.backbone.img_size,
-        mean=mean,
-        std=std,
-        batch_size=cfg.data.batch_size,
-        num_workers=cfg.data.num_workers,
-        pin_memory=cfg.data.pin_memory,
-        protocol=cfg.data.protocol,
-        fraction=cfg.data.fraction,
-        seed=cfg.get("seed") or 0,
-        skip_corrupt=cfg.data.skip_corrupt,
-    )
+    return build(cfg.data, _convert_="all", task=plain(cfg.task), img_size=cfg.backbone.img_size, mean=mean, std=std,
+                 seed=cfg.get("seed") or 0)
 
 
 def build_module(cfg: DictConfig, model: PromptedViT) -> PromptTuningModule:
@@ -106,13 +97,19 @@ def build_trainer(cfg: DictConfig, precision: str, callbacks: list[Any], has_val
                      default_root_dir=Path(cfg.paths.output_dir))
 
 
-def instantiate_all(group: DictConfig | None) -> list[Any]:
+def build(node: DictConfig, **kwargs: Any) -> Any:
+    """``instantiate(node, **kwargs)``; a constructor's refusal (an SptError) is raised as itself, with its
+    own message, not wrapped in Hydra's InstantiationException."""
     try:
-        return [instantiate(c) for c in (group or {}).values() if c is not None and "_target_" in c]
-    except InstantiationException as err:  # a constructor refused a setting: its own message says which
+        return instantiate(node, **kwargs)
+    except InstantiationException as err:
         if isinstance(err.__cause__, SptError):
             raise err.__cause__ from None
         raise
+
+
+def instantiate_all(group: DictConfig | None) -> list[Any]:
+    return [build(c) for c in (group or {}).values() if c is not None and "_target_" in c]
 
 
 def plain(node: DictConfig | None) -> dict[str, Any]:

@@ -9,8 +9,6 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from .errors import SptError
-from .models import ATTENTION_KERNELS
-from .prototypes.strategies import STRATEGIES
 
 
 class ConfigError(SptError, ValueError):
@@ -37,6 +35,10 @@ def _number(cfg: DictConfig, key: str, kind: type, minimum: float, hint: str = "
 
 
 def check_config(cfg: DictConfig) -> None:
+    # Imported here: the command line's own checks (check_overrides), --help and --cfg need no torch.
+    from .models import ATTENTION_KERNELS
+    from .prototypes.strategies import STRATEGIES
+
     if cfg.method.prompted:
         _number(cfg, "prompt.length", int, 1, f": method={cfg.method.name} needs at least one prompt token per "
                 f"layer. Set prompt.length to a positive number (the paper uses 1-200), or use method=linear.")
