@@ -61,6 +61,8 @@ def test_help_and_cfg_job(tmp_path):
     assert "python -m spt_lightning" in run_cli(["--help"], tmp_path).stdout
     cfg = run_cli(["--cfg", "job", "task=fgvc/cub", "prompt.length=50"], tmp_path).stdout
     assert "name: fgvc/cub" in cfg and "length: 50" in cfg
+    for line in ("arch: vit_base_patch16_224", "img_size: 224", "name: spt_fgvc", "epochs: 100", "warmup_epochs: 10"):
+        assert f"  {line}\n" in cfg, line  # the headline command shows the paper's setting, not the demo's
 
 
 def test_folder_task_counts_classes_and_final_protocol_tests_last_epoch(tmp_path):

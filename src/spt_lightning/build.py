@@ -64,16 +64,10 @@ def build_datamodule(cfg: DictConfig) -> TaskDataModule:
 
 
 def build_module(cfg: DictConfig, model: PromptedViT) -> PromptTuningModule:
-    return PromptTuningModule(
-        model,
-        num_classes=cfg.task.num_classes,
-        optimizer=instantiate(cfg.optim.optimizer),
-        param_groups=plain(cfg.optim.get("param_groups")),
-        warmup_epochs=cfg.optim.warmup_epochs,
-        finetune_backbone=cfg.method.finetune_backbone,
-        attention=cfg.attention,
-        compile=cfg.compile,
-    )
+    """``cfg.optim`` (the module's optimisation keys) with the model and what other groups decide."""
+    return build(cfg.optim, _convert_="all")(model, num_classes=cfg.task.num_classes,
+                                             finetune_backbone=cfg.method.finetune_backbone,
+                                             attention=cfg.attention, compile=cfg.compile)
 
 
 def build_callbacks(cfg: DictConfig) -> list[Any]:
