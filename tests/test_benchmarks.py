@@ -23,3 +23,15 @@ def test_bench_table_runs_and_reports_every_model_figure(tmp_path):
     assert all(r["value"] > 0 for r in rows.values())
     assert rows["4"]["value"] < 1, "prompt tuning holds no weight gradients and no AdamW state of the backbone"
     assert "figure" in run.stdout and "MiB" in run.stdout
+
+
+def test_vipamin_scale_prints_one_row_per_layer(capsys):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("vipamin_scale", ROOT / "benchmarks" / "vipamin_scale.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    script.main(["task=demo/synthetic", "debug=fast", "init.vipamin_images=8", "init.vipamin_k=2"])
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and line[2].isdigit()]
+    assert [int(r.split(" | ")[0][2:]) for r in rows] == list(range(2))  # the tiny ViT's 2 blocks
+    assert all(float(r.split(" | ")[3]) > 0 for r in rows)  # the orthogonal part's norm

@@ -145,7 +145,11 @@ def paired_vs_kmeans(settings, key) -> str:
         return ""
     a = "".join(settings[key]["correct"][s] for s in shared)
     b = "".join(reference["correct"][s] for s in shared)
-    return f"{mcnemar(a, b):.3f}"
+    return p_value(mcnemar(a, b))
+
+
+def p_value(p: float) -> str:
+    return "< 0.001" if p < 0.001 else f"{p:.3f}"
 
 
 def published_for(key: tuple) -> dict[str, tuple[float, str]]:
@@ -204,13 +208,15 @@ def varying(settings) -> list[str]:
         for k in set().union(*keys):
             values[k].add(config.get(k))
     shown = {"backbone.arch", "prompt.length"}
-    implied = ("method.", "pretrain.", "backbone.kwargs.")  # follow from the method / pretrain / backbone columns
+    # follow from the method / pretrain / backbone columns; init.strategy is prompt.init
+    implied = ("method.", "pretrain.", "backbone.kwargs.", "init.strategy")
     return sorted(k for k, v in values.items() if len(v) > 1 and k not in shown and not k.startswith(implied))
 
 
 def markdown(settings, unfinished: list[dict]) -> str:
     tasks = _task_order(settings)
-    group_names = [g for g in next(iter(settings.values()))["groups"]] if settings else []
+    # the groups some setting has every task of (the others would be empty columns)
+    group_names = list(dict.fromkeys(g for e in settings.values() for g, v in e["groups"].items() if v is not None))
     extra = varying(settings)
     head = ["method", "pretrain", "backbone", "P", *extra, *tasks, *group_names, "init (s)", "vs SPT k-means (McNemar p)",
             "learnable (% backbone)", "without head"]

@@ -1,0 +1,50 @@
+"""VIPAMIN's two parts against the tokens they join, per layer: mean L2 norm of the patch tokens entering
+block i, of VIPAMIN's matching part, of its orthogonal part and of VPT's xavier prompts.
+
+    python benchmarks/vipamin_scale.py [hydra overrides, e.g. task=vtab/dtd pretrain=mae]
+
+Its orthogonal part maps a value vector back through ``pinv(W_V)`` (as VIPAMIN's code does), so its
+norm follows the conditioning of each block's value projection, not the tokens' scale.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import torch
+from hydra import compose, initialize_config_module
+
+from spt_lightning.build import build_datamodule, build_model
+from spt_lightning.prototypes.vipamin import matching, orthogonal
+
+
+def main(overrides: list[str]) -> None:
+    with initialize_config_module(version_base="1.3", config_module="spt_lightning.conf"):
+        cfg = compose("train", ["method=spt_deep", "prompt.init=vipamin", *overrides])
+    datamodule = build_datamodule(cfg)
+    datamodule.setup("fit")
+    model = build_model(cfg).eval()
+    batches, count = [], 0
+    for images, _ in datamodule.train_dataloader():
+        batches.append(images)
+        count += len(images)
+        if count >= cfg.init.vipamin_images:
+            break
+    images = torch.cat(batches)[: cfg.init.vipamin_images]
+    with torch.no_grad():
+        match = matching(model, images, cfg.init.vipamin_k)
+        orth = orthogonal(model, images, torch.Generator().manual_seed(cfg.init.seed))
+        tokens = [x[:, model.patch_slice].float().norm(dim=-1).mean().item()
+                  for x in model.block_sequences(images, model.prompts.num_layers)]
+        xavier = model.prompts.embeddings.detach().float().norm(dim=-1).mean(-1)
+    print(f"{cfg.backbone.arch} ({cfg.pretrain.name}), task {cfg.task.name}, {len(images)} images, "
+          f"K={cfg.init.vipamin_k}; mean L2 norm per layer")
+    print("| layer | patch tokens | matching | orthogonal | orthogonal / tokens | xavier |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for i, token in enumerate(tokens):
+        m, o = match[i].norm(dim=-1).mean().item(), orth[i].norm(dim=-1).mean().item()
+        print(f"| {i} | {token:.3g} | {m:.3g} | {o:.3g} | {o / token:.2g}x | {xavier[i]:.3g} |")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
