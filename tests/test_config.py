@@ -50,9 +50,12 @@ def test_prompt_init_reaches_the_callback(cfg_factory, init):
     assert (callback.strategy, callback.tokens_per_prompt, callback.data_fraction) == (init, 50, 0.5)
 
 
-def test_unknown_prompt_init_is_refused(cfg_factory):
-    with pytest.raises(ConfigError, match="prompt.init=kmeens"):
-        check_config(cfg_factory("prompt.init=kmeens"))
+def test_unknown_prompt_init_is_refused_by_the_callback_before_any_work(cfg_factory):
+    from spt_lightning.build import build_callbacks
+    from spt_lightning.prototypes import PrototypeError
+
+    with pytest.raises(PrototypeError, match="prompt.init 'kmeens'; choose one of kmeans, random"):
+        build_callbacks(cfg_factory("prompt.init=kmeens"))  # train builds the callbacks before the folder claim
 
 
 def test_unknown_attention_kernel_is_refused(cfg_factory):

@@ -284,6 +284,7 @@ CASES = {
     "unknown task": _case_unknown_task,
     "typo in a key": _case_key_typo,
     "prompt.length=abc": lambda tmp: (["prompt.length=abc"], ["prompt.length"]),
+    "prompt.init=kmeens": lambda tmp: (["prompt.init=kmeens"], ["prompt.init", "kmeans"]),
     "prompt.length=0": lambda tmp: (["prompt.length=0"], ["prompt.length=0", "method=spt_deep"]),
     "missing dataset folder": lambda tmp: (["task=fgvc/cub", f"paths.data_dir={tmp}/nowhere"],
                                            [f"{tmp}/nowhere/CUB_200_2011", "paths.data_dir"]),

@@ -35,15 +35,13 @@ def _number(cfg: DictConfig, key: str, kind: type, minimum: float, hint: str = "
 
 
 def check_config(cfg: DictConfig) -> None:
-    # Imported here: the command line's own checks (check_overrides), --help and --cfg need no torch.
-    from .models import ATTENTION_KERNELS
-    from .prototypes.strategies import STRATEGIES
+    """Rules that must hold before any work: the folder is claimed and weights are fetched before the model
+    exists. (prompt.init and init.* are checked by the prototype-init callback, built before that too.)"""
+    from .models import ATTENTION_KERNELS  # here: --help, --cfg and check_overrides need no torch
 
     if cfg.method.prompted:
         _number(cfg, "prompt.length", int, 1, f": method={cfg.method.name} needs at least one prompt token per "
                 f"layer. Set prompt.length to a positive number (the paper uses 1-200), or use method=linear.")
-        if cfg.prompt.init not in STRATEGIES:
-            raise ConfigError(f"prompt.init={cfg.prompt.init} is unknown; choose one of {', '.join(STRATEGIES)}")
     if cfg.attention not in ("auto", *ATTENTION_KERNELS):
         raise ConfigError(f"attention={cfg.attention} is unknown; choose auto, {', '.join(ATTENTION_KERNELS)}")
     if OmegaConf.is_missing(cfg.task, "data_dir"):
