@@ -15,7 +15,7 @@ import torch
 from hydra import compose, initialize_config_module
 
 from spt_lightning.build import build_datamodule, build_model
-from spt_lightning.prototypes.vipamin import matching, orthogonal
+from spt_lightning.prototypes.vipamin import first_images, matching, orthogonal
 
 
 def main(overrides: list[str]) -> None:
@@ -24,13 +24,7 @@ def main(overrides: list[str]) -> None:
     datamodule = build_datamodule(cfg)
     datamodule.setup("fit")
     model = build_model(cfg).eval()
-    batches, count = [], 0
-    for images, _ in datamodule.train_dataloader():
-        batches.append(images)
-        count += len(images)
-        if count >= cfg.init.vipamin_images:
-            break
-    images = torch.cat(batches)[: cfg.init.vipamin_images]
+    images = first_images(datamodule.train_dataloader(), cfg.init.vipamin_images)
     with torch.no_grad():
         match = matching(model, images, cfg.init.vipamin_k)
         orth = orthogonal(model, images, torch.Generator().manual_seed(cfg.init.seed))

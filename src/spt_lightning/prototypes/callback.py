@@ -24,7 +24,7 @@ from .strategies import (
     needs_data,
     prototypes,
 )
-from .vipamin import vipamin
+from .vipamin import first_images, vipamin
 
 log = logging.getLogger(__name__)
 
@@ -156,13 +156,7 @@ class PrototypeInit(Callback):
     def _vipamin(self, model, loader) -> dict[str, Any]:
         started = time.perf_counter()
         k, lamb, count = self.vipamin
-        batches = []
-        for batch in loader:
-            if batch is not None:
-                batches.append(batch[0])
-            if sum(len(b) for b in batches) >= count:
-                break
-        images = torch.cat(batches)[:count]
+        images = first_images(loader, count)
         prompts = vipamin(model, images, k, float(lamb), self.seed)
         return {"prompts": prompts, "stats": {"layers": [{"tokens": len(images) * model.vit.patch_embed.num_patches}
                                                           for _ in range(len(prompts))],

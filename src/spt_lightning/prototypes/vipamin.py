@@ -25,6 +25,19 @@ from ..models import PromptedViT
 from .errors import PrototypeError
 
 
+def first_images(loader, count: int) -> torch.Tensor:
+    """The first ``count`` images ``loader`` yields: VIPAMIN's one batch (a batch the loader dropped as
+    unreadable, ``None``, is passed over)."""
+    batches, seen = [], 0
+    for batch in loader:
+        if batch is not None:
+            batches.append(batch[0])
+            seen += len(batch[0])
+        if seen >= count:
+            break
+    return torch.cat(batches)[:count]
+
+
 def _attention_outputs(model: PromptedViT, images: torch.Tensor, layers: int) -> list[torch.Tensor]:
     """Per block i < layers of the prompt-free backbone: its attention output before ``proj``."""
     seen: list[torch.Tensor] = []
