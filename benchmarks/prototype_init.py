@@ -27,7 +27,7 @@ import lightning as L
 import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
-from spt_lightning.backbones import build_vit
+from spt_lightning.backbones import Pretrain, build_vit
 from spt_lightning.data import TaskDataModule
 from spt_lightning.models import PromptedViT
 from spt_lightning.module import PromptTuningModule
@@ -68,7 +68,9 @@ def run(preset: str, images: int | None, length: int, batch: int, workers: int, 
     precision, _ = resolve_precision(precision, accelerator)
     task = {**p["task"], "transform": "resize", "split_seed": 0, "sizes": {"train": n, "val": 0, "test": 0}}
     torch.manual_seed(0)
-    vit = build_vit(p["arch"], num_classes=task["num_classes"], img_size=p["img_size"], source=p["source"])
+    pretrain = Pretrain(source=p["source"])
+    vit = build_vit(p["arch"], num_classes=task["num_classes"], img_size=p["img_size"], pretrain=pretrain)
+    pretrain.load(vit)
     model = PromptedViT(vit, length, deep=True)
     module = PromptTuningModule(model, task["num_classes"], functools.partial(torch.optim.AdamW, lr=1e-3))
     dm = TaskDataModule(task, p["img_size"], *IMAGENET, batch_size=batch, num_workers=workers)

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from spt_lightning.backbones import build_vit
-from spt_lightning.models import PromptedViT, attention_kernel
+from spt_lightning.models import PromptedViT
 from spt_lightning.module import PromptTuningModule
 from spt_lightning.precision import cpu_bf16, resolve_precision
 
@@ -47,7 +47,7 @@ class Bench:
         self.compile = compile
         self.precision, _ = resolve_precision(precision, "gpu" if device == "cuda" else device)
         self.bf16 = "bf16" in self.precision  # the path the figures measure
-        self.attention = attention_kernel(attention, torch.device(device))  # as the framework resolves it
+        self.attention = attention  # auto: resolved for the model's device, as in training
         g = torch.Generator().manual_seed(0)
         self.x = torch.randn(batch, 3, img_size, img_size, generator=g).to(device)
         self.y = torch.randint(0, 10, (batch,), generator=g).to(device)
@@ -55,7 +55,7 @@ class Bench:
     def model(self, prompts: bool = True, full: bool = False) -> PromptedViT:
         torch.manual_seed(0)
         vit = build_vit(self.arch, num_classes=10, img_size=self.img_size)
-        model = PromptedViT(vit, self.length if prompts else 0, deep=True).to(self.device)
+        model = PromptedViT(vit, self.length if prompts else None, deep=True).to(self.device)
         model.set_attention(self.attention)
         if self.compile:
             model.compile()

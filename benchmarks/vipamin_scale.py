@@ -14,16 +14,18 @@ import sys
 import torch
 from hydra import compose, initialize_config_module
 
-from spt_lightning.build import build_datamodule, build_model
+from spt_lightning.build import build, build_datamodule, build_model
 from spt_lightning.prototypes.vipamin import first_images, matching, orthogonal
 
 
 def main(overrides: list[str]) -> None:
     with initialize_config_module(version_base="1.3", config_module="spt_lightning.conf"):
         cfg = compose("train", ["method=spt_deep", "prompt.init=vipamin", *overrides])
-    datamodule = build_datamodule(cfg)
+    pretrain = build(cfg.pretrain, _convert_="all")
+    datamodule = build_datamodule(cfg, pretrain)
     datamodule.setup("fit")
-    model = build_model(cfg).eval()
+    model = build_model(cfg, pretrain).eval()
+    pretrain.load(model.vit)
     images = first_images(datamodule.train_dataloader(), cfg.init.vipamin_images)
     with torch.no_grad():
         match = matching(model, images, cfg.init.vipamin_k)

@@ -84,7 +84,7 @@ def test_a_run_with_the_analysis_gets_its_heatmap_in_the_report(cfg_factory, tmp
     cfg = cfg_factory("callbacks=prompt_analysis", "callbacks.prompt_analysis.images=4")
     results = train(cfg)
     rows = list(csv.DictReader((tmp_path / "prompt_analysis.csv").open()))
-    assert results["status"] == "ok" and len(rows) == (cfg.trainer.max_epochs + 1) * cfg.backbone.kwargs.depth  # deep
+    assert results["status"] == "ok" and len(rows) == (cfg.trainer.max_epochs + 1) * cfg.backbone.depth  # deep
     assert {int(r["epoch"]) for r in rows} == set(range(cfg.trainer.max_epochs + 1))
     assert report_main([str(tmp_path), "--out", str(tmp_path / "report")]) == 0
     pngs = sorted(p.name for p in (tmp_path / "report" / "analysis").glob("*.png"))

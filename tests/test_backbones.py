@@ -1,12 +1,21 @@
 import pytest
 import torch
 
-from spt_lightning.backbones import BackboneError, build_vit, load_pretrained
+from spt_lightning.backbones import BackboneError, Pretrain, build_vit, load_pretrained
 
 from conftest import TINY, tiny_vit
 
 ARCH = "vit_tiny_patch16_224"
 KW = {k: v for k, v in TINY.items() if k != "img_size"}
+
+
+def _built(arch, num_classes, img_size, **kwargs):
+    """As a run builds a backbone: the architecture for the weights (``build_vit``), then ``Pretrain.load``."""
+    pretrain = Pretrain(**{k: kwargs.pop(k) for k in ("source", "tag", "file", "format", "global_pool", "strict", "hint")
+                           if k in kwargs})
+    vit = build_vit(arch, num_classes=num_classes, img_size=img_size, pretrain=pretrain, **kwargs)
+    pretrain.load(vit)
+    return vit
 
 
 def _save(tmp_path, obj, name="w.pth"):
@@ -21,7 +30,7 @@ def test_file_checkpoint_loads_and_matches_source(tmp_path, wrap):
     source = tiny_vit(num_classes=1000).eval()
     sd = source.state_dict()
     path = _save(tmp_path, {wrap: sd} if wrap else sd)
-    model = build_vit(ARCH, num_classes=7, img_size=32, source="file", file=str(path), **KW).eval()
+    model = _built(ARCH, num_classes=7, img_size=32, source="file", file=str(path), **KW).eval()
     assert model.head.out_features == 7
     x = torch.randn(2, 3, 32, 32)
     torch.testing.assert_close(model.forward_features(x), source.forward_features(x))
@@ -31,7 +40,7 @@ def test_position_embeddings_resampled_to_new_size(tmp_path):
     torch.manual_seed(0)
     source = tiny_vit(img_size=64)  # 16x16 grid
     path = _save(tmp_path, source.state_dict())
-    model = build_vit(ARCH, num_classes=3, img_size=32, source="file", file=str(path), **KW)
+    model = _built(ARCH, num_classes=3, img_size=32, source="file", file=str(path), **KW)
     assert model.pos_embed.shape == (1, 1 + 8 * 8, 64)
     torch.testing.assert_close(model.pos_embed[:, :1], source.pos_embed[:, :1])  # cls position kept
     torch.testing.assert_close(model.blocks[0].attn.qkv.weight, source.blocks[0].attn.qkv.weight)
@@ -40,8 +49,8 @@ def test_position_embeddings_resampled_to_new_size(tmp_path):
 def test_wrong_architecture_is_an_error_unless_not_strict(tmp_path):
     path = _save(tmp_path, tiny_vit(depth=2).state_dict())
     with pytest.raises(BackboneError, match="pretrain.strict=false"):
-        build_vit(ARCH, num_classes=3, img_size=32, source="file", file=str(path), **KW)  # depth 3 wants blocks.2
-    model = build_vit(ARCH, num_classes=3, img_size=32, source="file", file=str(path), strict=False, **KW)
+        _built(ARCH, num_classes=3, img_size=32, source="file", file=str(path), **KW)  # depth 3 wants blocks.2
+    model = _built(ARCH, num_classes=3, img_size=32, source="file", file=str(path), strict=False, **KW)
     assert len(model.blocks) == 3
 
 
@@ -56,7 +65,7 @@ def test_missing_and_corrupt_checkpoint_files(tmp_path):
 
 def test_non_vit_arch_is_refused():
     with pytest.raises(BackboneError, match="VisionTransformer"):
-        build_vit("resnet18", num_classes=3, img_size=32)
+        _built("resnet18", num_classes=3, img_size=32)
 
 
 # ---- pretraining releases in their own formats ------------------------------------------------------------
@@ -73,7 +82,7 @@ def test_mae_release_layout(tmp_path):
     sd |= {"mask_token": torch.zeros(1, 1, 64), "decoder_embed.weight": torch.zeros(32, 64),
            "decoder_pos_embed": torch.zeros(1, 65, 32)}
     path = _save(tmp_path, {"model": sd, "args": __import__("argparse").Namespace(lr=1e-3), "epoch": 799})
-    model = build_vit(ARCH, num_classes=3, img_size=32, source="file", file=str(path), format="mae", **KW).eval()
+    model = _built(ARCH, num_classes=3, img_size=32, source="file", file=str(path), format="mae", **KW).eval()
     torch.testing.assert_close(model.forward_features(x), source.forward_features(x))
 
 
@@ -82,7 +91,7 @@ def test_mae_with_average_pooling_moves_the_final_norm_to_fc_norm(tmp_path):
     with torch.no_grad():
         source.norm.weight.uniform_(0.5, 1.5)
     path = _save(tmp_path, {"model": source.state_dict()})
-    model = build_vit(ARCH, num_classes=3, img_size=32, source="file", file=str(path), format="mae",
+    model = _built(ARCH, num_classes=3, img_size=32, source="file", file=str(path), format="mae",
                       global_pool="avg", **KW).eval()
     torch.testing.assert_close(model.fc_norm.weight, source.norm.weight)
     pooled = source.norm(source.blocks(source.norm_pre(source._pos_embed(source.patch_embed(x))))[:, 1:].mean(1))
@@ -96,7 +105,7 @@ def test_mocov3_takes_the_base_encoder(tmp_path):
     sd |= {f"module.momentum_encoder.{k}": v for k, v in other.state_dict().items()}
     sd |= {"module.base_encoder.head.0.weight": torch.zeros(128, 64), "module.predictor.0.weight": torch.zeros(8, 8)}
     path = _save(tmp_path, {"epoch": 300, "arch": "vit_base", "state_dict": sd, "optimizer": {"state": {}}})
-    model = build_vit(ARCH, num_classes=3, img_size=32, source="file", file=str(path), format="mocov3", **KW).eval()
+    model = _built(ARCH, num_classes=3, img_size=32, source="file", file=str(path), format="mocov3", **KW).eval()
     torch.testing.assert_close(model.forward_features(x), source.forward_features(x))
 
 
@@ -106,19 +115,19 @@ def test_mocov3_linear_probe_checkpoint_is_refused_with_the_right_file_named(tmp
     sd |= {"module.head.weight": torch.zeros(1000, 64), "module.head.bias": torch.zeros(1000)}
     path = _save(tmp_path, {"epoch": 90, "arch": "vit_base", "state_dict": sd}, name="linear-vit-b-300ep.pth.tar")
     with pytest.raises(BackboneError, match=r"linear-vit-b-300ep.pth.tar.*linear-probe.*vit-b-300ep.pth.tar"):
-        build_vit(ARCH, num_classes=3, img_size=32, source="file", file=str(path), format="mocov3", **KW)
+        _built(ARCH, num_classes=3, img_size=32, source="file", file=str(path), format="mocov3", **KW)
 
 
 def test_ddp_prefixed_timm_checkpoint(tmp_path):
     source, x = _source_and_input()
     path = _save(tmp_path, {"state_dict": {f"module.{k}": v for k, v in source.state_dict().items()}})
-    model = build_vit(ARCH, num_classes=3, img_size=32, source="file", file=str(path), **KW).eval()
+    model = _built(ARCH, num_classes=3, img_size=32, source="file", file=str(path), **KW).eval()
     torch.testing.assert_close(model.forward_features(x), source.forward_features(x))
 
 
 def test_file_source_without_file_names_what_is_needed():
     with pytest.raises(BackboneError, match="pretrain.file is not set.*vit-b-300ep"):
-        build_vit(ARCH, num_classes=3, img_size=32, source="file", hint="vit-b-300ep.pth.tar", **KW)
+        _built(ARCH, num_classes=3, img_size=32, source="file", hint="vit-b-300ep.pth.tar", **KW)
 
 
 def test_hub_unreachable_names_the_tag_and_the_local_file_option(monkeypatch):
@@ -127,20 +136,42 @@ def test_hub_unreachable_names_the_tag_and_the_local_file_option(monkeypatch):
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # as HF_HUB_OFFLINE=1: no waiting
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", "/nonexistent-spt-test-cache")
     with pytest.raises(BackboneError, match=r"vit_small_patch16_224.dino.*pretrain.file="):
-        build_vit("vit_small_patch16_224", num_classes=3, img_size=32, source="timm", tag="dino")
+        _built("vit_small_patch16_224", num_classes=3, img_size=32, source="timm", tag="dino")
+
+
+def test_hub_weights_load_into_the_built_architecture_as_timm_loads_them(tmp_path, monkeypatch):
+    """The architecture is built first (no download), the tag's weights later: the same tensors as timm's
+    ``create_model(pretrained=True)``, position grid resampled. timm's own file override stands in for the hub."""
+    import huggingface_hub
+    import timm
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # building must not try the hub
+    torch.manual_seed(0)
+    path = _save(tmp_path, tiny_vit(img_size=64, num_classes=21843).state_dict())
+    kw = dict(KW, pretrained_cfg_overlay={"file": str(path)})
+    pretrain = Pretrain(source="timm", tag="augreg_in21k", global_pool="token")
+    vit = build_vit(ARCH, num_classes=3, img_size=32, pretrain=pretrain, **kw)
+    fresh = {k: v.clone() for k, v in vit.state_dict().items()}
+    pretrain.load(vit)
+    timms = timm.create_model(f"{ARCH}.augreg_in21k", pretrained=True, num_classes=3, img_size=32, **kw).state_dict()
+    backbone = [k for k in timms if not k.startswith("head.")]
+    assert not torch.equal(fresh["pos_embed"], vit.state_dict()["pos_embed"])  # the load changed the weights
+    for name in backbone:
+        torch.testing.assert_close(vit.state_dict()[name], timms[name], rtol=0, atol=0, msg=name)
+    assert vit.head.out_features == 3
 
 
 def test_tag_that_the_arch_lacks():
     with pytest.raises(BackboneError, match="timm has no weights 'vit_small_patch14_dinov2.mae'"):
-        build_vit("vit_small_patch14_dinov2", num_classes=3, img_size=112, source="timm", tag="mae")
+        _built("vit_small_patch14_dinov2", num_classes=3, img_size=112, source="timm", tag="mae")
 
 
 def test_local_file_wins_over_the_hub_and_keeps_the_tag_config(tmp_path):
     torch.manual_seed(0)
     source = tiny_vit(num_classes=0)
     path = _save(tmp_path, source.state_dict())
-    model = build_vit("vit_tiny_patch16_224", num_classes=3, img_size=32, source="timm", tag="augreg_in21k",
-                      file=str(path), **KW)
+    model = _built("vit_tiny_patch16_224", num_classes=3, img_size=32, source="timm", tag="augreg_in21k",
+                   file=str(path), **KW)
     assert model.pretrained_cfg["tag"] == "augreg_in21k"
     torch.testing.assert_close(model.blocks[0].attn.qkv.weight, source.blocks[0].attn.qkv.weight)
 
@@ -181,8 +212,8 @@ def test_google_npz_loads_as_the_same_weights_saved_by_torch(tmp_path, pool):
             p.add_(0.1 * torch.randn_like(p))
     npz = _save_google_npz(source, tmp_path / "imagenet21k_tiny.npz")
     pth = _save(tmp_path, source.state_dict())
-    from_npz = build_vit(ARCH, num_classes=3, img_size=32, source="file", file=str(npz), global_pool=pool, **KW)
-    from_pth = build_vit(ARCH, num_classes=3, img_size=32, source="file", file=str(pth), global_pool=pool, **KW)
+    from_npz = _built(ARCH, num_classes=3, img_size=32, source="file", file=str(npz), global_pool=pool, **KW)
+    from_pth = _built(ARCH, num_classes=3, img_size=32, source="file", file=str(pth), global_pool=pool, **KW)
     backbone = {k: v for k, v in from_pth.state_dict().items() if not k.startswith("head.")}
     assert backbone.keys() <= from_npz.state_dict().keys()
     for name, value in backbone.items():

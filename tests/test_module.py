@@ -52,7 +52,7 @@ def test_frozen_weights_bit_identical_and_loss_falls(tmp_path):
 
 
 def test_full_finetuning_changes_the_backbone(tmp_path):
-    module = _module(prompt_length=0, finetune=True, lr=1e-3)
+    module = _module(prompt_length=None, finetune=True, lr=1e-3)
     before = module.model.vit.blocks[0].attn.qkv.weight.detach().clone()
     _trainer(tmp_path, 1).fit(module, _loader(32))
     assert not torch.equal(module.model.vit.blocks[0].attn.qkv.weight, before)
@@ -73,7 +73,7 @@ def test_param_groups_decay_and_counts(tmp_path):
 
 
 def test_linear_probe_trains_head_only():
-    module = _module(prompt_length=0)
+    module = _module(prompt_length=None)
     assert set(module.trainable_groups()) == {"head"}
 
 

@@ -103,13 +103,15 @@ def test_eager_and_fused_attention_agree_and_the_choice_reaches_every_block():
     assert [b.attn.fused_attn for b in model.vit.blocks] == [False] * len(model.vit.blocks)
     assert model.attention == "eager"
     torch.testing.assert_close(model(x), fused, rtol=1e-4, atol=1e-5)
-    with pytest.raises(ValueError, match="attention='flash' is unknown"):
+    with pytest.raises(ValueError, match="attention=flash is unknown"):
         model.set_attention("flash")
 
 
 def test_auto_attention_is_eager_on_cpu_and_fused_on_gpu():
-    from spt_lightning.models import attention_kernel
-
-    assert attention_kernel("auto", torch.device("cpu")) == "eager"
-    assert attention_kernel("auto", torch.device("cuda", 0)) == "fused"
-    assert attention_kernel("fused", torch.device("cpu")) == "fused"
+    model = PromptedViT(tiny_vit(), prompt_length=3)
+    model.set_attention("auto")  # where the model is: the CPU
+    assert model.attention == "eager"
+    model.set_attention("auto", torch.device("cuda", 0))  # where training will run (the module's setup)
+    assert model.attention == "fused"
+    model.set_attention("fused", torch.device("cpu"))
+    assert model.attention == "fused"

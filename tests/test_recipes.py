@@ -61,6 +61,11 @@ def test_command_line_overrides_win_over_the_recipe():
 @pytest.mark.parametrize("override, key", [("recipe.by_pretrain.lr.sup_in21k=abc", "optim.optimizer.lr"),
                                            ("recipe.weight_decay=-1", "optim.optimizer.weight_decay"),
                                            ("recipe.epochs=0", "trainer.max_epochs")])
-def test_a_bad_recipe_value_names_the_key_and_the_recipe(override, key):
+def test_a_bad_recipe_value_names_the_key_and_the_recipe(tmp_path, override, key):
+    """Refused by the constructor that takes the value, before any file is written or weights fetched."""
+    from conftest import compose_cfg
+    from spt_lightning.train import train
+
     with pytest.raises(ConfigError, match=rf"{key}=.*recipe=spt_fgvc"):
-        check_config(_compose("task=fgvc/cub", override))
+        train(compose_cfg(tmp_path / "run", ["task=fgvc/cub", override], fast=False))
+    assert not (tmp_path / "run").exists()

@@ -216,10 +216,11 @@ def test_results_keep_which_test_images_were_right(tmp_path, capsys):
 # ---- training that cannot be trusted stops --------------------------------------------------------------
 def test_full_finetuning_follows_timms_no_weight_decay(tmp_path):
     from spt_lightning.module import PromptTuningModule
+    from spt_lightning.backbones import Pretrain
     from spt_lightning.build import build_model
 
     cfg = _cfg(tmp_path, "method=full")
-    module = PromptTuningModule(build_model(cfg), 4, torch.optim.AdamW, finetune_backbone=True)
+    module = PromptTuningModule(build_model(cfg, Pretrain()), 4, torch.optim.AdamW, finetune_backbone=True)
     decayed = [n for n, p in module.model.named_parameters() if p.requires_grad and module._decays(n, p)]
     assert "vit.blocks.0.attn.qkv.weight" in decayed
     assert "vit.pos_embed" not in decayed and "vit.cls_token" not in decayed
@@ -285,7 +286,7 @@ CASES = {
     "typo in a key": _case_key_typo,
     "prompt.length=abc": lambda tmp: (["prompt.length=abc"], ["prompt.length"]),
     "prompt.init=kmeens": lambda tmp: (["prompt.init=kmeens"], ["prompt.init", "kmeans"]),
-    "prompt.length=0": lambda tmp: (["prompt.length=0"], ["prompt.length=0", "method=spt_deep"]),
+    "prompt.length=0": lambda tmp: (["prompt.length=0"], ["prompt.length=0", "method=linear"]),
     "missing dataset folder": lambda tmp: (["task=fgvc/cub", f"paths.data_dir={tmp}/nowhere"],
                                            [f"{tmp}/nowhere/CUB_200_2011", "paths.data_dir"]),
     "data.batch_size=0": lambda tmp: (["data.batch_size=0"], ["data.batch_size"]),

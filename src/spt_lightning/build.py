@@ -1,8 +1,15 @@
-"""From the composed config to the objects a run is made of: model, datamodule, LightningModule, callbacks,
-loggers and trainer. ``train`` tells the story; this module knows which key goes where."""
+"""From the composed config to the objects a run is made of: callbacks, datamodule, model, LightningModule
+and trainer. ``train`` tells the story; this module knows which key goes where.
+
+Every group that mirrors an object is its ``_target_`` node (``data``, ``backbone``, ``pretrain``,
+``optim``, ``callbacks``, ``logger``); what another group decides is passed in here. Each constructor
+checks its own settings, and none of them writes a file or fetches weights, so a bad value stops a run
+before any work.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -12,53 +19,46 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
-from .backbones import build_vit
+from .backbones import Pretrain
 from .data import TaskDataModule
-from .errors import SptError
+from .errors import SptError, check_number
 from .loggers import with_wandb_mode
 from .models import PromptedViT
 from .module import PromptTuningModule
 from .progress import EpochLines, interactive
 
 
-def build_model(cfg: DictConfig) -> PromptedViT:
-    """The prompted ViT for ``cfg``: backbone + pretrained weights + prompts (or none, for linear/full)."""
-    vit = build_vit(
-        cfg.backbone.arch,
-        num_classes=cfg.task.num_classes,
-        img_size=cfg.backbone.img_size,
-        source=cfg.pretrain.source,
-        tag=cfg.pretrain.get("tag"),
-        file=cfg.pretrain.get("file"),
-        format=cfg.pretrain.get("format", "timm"),
-        global_pool=cfg.pretrain.get("global_pool"),
-        strict=cfg.pretrain.get("strict", True),
-        hint=cfg.pretrain.get("hint"),
-        **plain(cfg.backbone.get("kwargs")),
-    )
-    length = cfg.prompt.length if cfg.method.prompted else 0
+@dataclass
+class Run:
+    """The objects of one run, built and checked: nothing written, no data read, no weights fetched yet."""
+
+    datamodule: TaskDataModule
+    pretrain: Pretrain
+    module: PromptTuningModule
+    trainer: L.Trainer
+
+
+def build_run(cfg: DictConfig, precision: str) -> Run:
+    callbacks = build_callbacks(cfg)
+    pretrain = build(cfg.pretrain, _convert_="all")
+    datamodule = build_datamodule(cfg, pretrain)
+    module = build_module(cfg, build_model(cfg, pretrain))
+    return Run(datamodule, pretrain, module, build_trainer(cfg, precision, callbacks, datamodule.has_val))
+
+
+def build_model(cfg: DictConfig, pretrain: Pretrain) -> PromptedViT:
+    """The prompted ViT for ``cfg``, shaped for ``pretrain``'s weights (``pretrain.load(model.vit)`` loads
+    them); no prompts for methods without (linear, full)."""
+    # (partial: Hydra would turn the Pretrain dataclass into a config node)
+    vit = build(cfg.backbone, _partial_=True)(num_classes=cfg.task.num_classes, pretrain=pretrain)
+    length = cfg.prompt.length if cfg.method.prompted else None
     return PromptedViT(vit, prompt_length=length, deep=cfg.prompt.deep, dropout=cfg.prompt.dropout)
 
 
-def normalisation(cfg: DictConfig) -> tuple[list[float], list[float]]:
-    """The pretrained weights' mean/std: the pretrain config's, else timm's pretrained config of
-    ``arch.tag`` (read from timm's registry: no download, so the data is checked before the weights)."""
-    import timm
-
-    name = f"{cfg.backbone.arch}.{cfg.pretrain.tag}" if cfg.pretrain.get("tag") else cfg.backbone.arch
-    try:
-        pretrained_cfg = timm.models.get_pretrained_cfg(name).to_dict()
-    except (RuntimeError, AttributeError):  # an arch timm does not know: build_model names the problem
-        pretrained_cfg = {}
-    mean = cfg.pretrain.get("mean") or pretrained_cfg.get("mean", (0.5, 0.5, 0.5))
-    std = cfg.pretrain.get("std") or pretrained_cfg.get("std", (0.5, 0.5, 0.5))
-    return list(mean), list(std)
-
-
-def build_datamodule(cfg: DictConfig) -> TaskDataModule:
+def build_datamodule(cfg: DictConfig, pretrain: Pretrain) -> TaskDataModule:
     """``cfg.data`` (the datamodule's own keys) with what other groups decide: the task, the backbone's
     image size, the weights' normalisation and the run's seed."""
-    mean, std = normalisation(cfg)
+    mean, std = pretrain.normalisation(cfg.backbone.arch)
     return build(cfg.data, _convert_="all", task=plain(cfg.task), img_size=cfg.backbone.img_size, mean=mean, std=std,
                  seed=cfg.get("seed") or 0)
 
@@ -78,6 +78,7 @@ def build_callbacks(cfg: DictConfig) -> list[Any]:
 def build_trainer(cfg: DictConfig, precision: str, callbacks: list[Any], has_val: bool) -> L.Trainer:
     """The Lightning trainer, its loggers (W&B online only when logged in), and the protocol's changes:
     without a validation split nothing is validated and the last epoch is tested."""
+    check_number("trainer.max_epochs", cfg.trainer.max_epochs, 1, integer=True, hint=": training needs an epoch")
     loggers = instantiate_all(with_wandb_mode(cfg.get("logger")))
     kwargs = dict(cfg.trainer, precision=precision)
     if not has_val:

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import difflib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib.resources import files
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from .errors import SptError
-
-
-class ConfigError(SptError, ValueError):
-    """A config value is out of its valid range; the message names the key and how to fix it."""
+from .errors import ConfigError
 
 
 def _from_recipe(cfg: DictConfig, key: str) -> str:
@@ -25,44 +23,36 @@ def _from_recipe(cfg: DictConfig, key: str) -> str:
     return f" (from recipe={cfg.recipe.name}: {raw})"
 
 
-def _number(cfg: DictConfig, key: str, kind: type, minimum: float, hint: str = "") -> Any:
-    value = OmegaConf.select(cfg, key)
-    ok = isinstance(value, (int, float) if kind is float else int) and not isinstance(value, bool)
-    if not ok or value < minimum:
-        raise ConfigError(f"{key}={value!r}{_from_recipe(cfg, key)}: expected "
-                          f"{'a number' if kind is float else 'an integer'} >= {minimum}{hint}")
-    return value
+@contextmanager
+def naming_the_recipe(cfg: DictConfig) -> Iterator[None]:
+    """A constructor's refusal of a value the recipe set says so: the user fixes the recipe key, or
+    overrides the value on the command line."""
+    try:
+        yield
+    except ConfigError as err:
+        origin = _from_recipe(cfg, err.key) if err.key else ""
+        if not origin:
+            raise
+        raise ConfigError(f"{err}{origin}", err.key) from None
+
+
+def _missing(node: dict, prefix: str = "") -> Iterator[str]:
+    """Keys whose value is still ``???`` (mandatory, left unset), read without resolving anything."""
+    for key, value in node.items():
+        if value == "???":
+            yield f"{prefix}{key}"
+        elif isinstance(value, dict):
+            yield from _missing(value, f"{prefix}{key}.")
 
 
 def check_config(cfg: DictConfig) -> None:
-    """Rules that must hold before any work: the folder is claimed and weights are fetched before the model
-    exists. (prompt.init and init.* are checked by the prototype-init callback, built before that too.)"""
-    from .models import ATTENTION_KERNELS  # here: --help, --cfg and check_overrides need no torch
-
-    if cfg.method.prompted:
-        _number(cfg, "prompt.length", int, 1, f": method={cfg.method.name} needs at least one prompt token per "
-                f"layer. Set prompt.length to a positive number (the paper uses 1-200), or use method=linear.")
-    if cfg.attention not in ("auto", *ATTENTION_KERNELS):
-        raise ConfigError(f"attention={cfg.attention} is unknown; choose auto, {', '.join(ATTENTION_KERNELS)}")
-    if OmegaConf.is_missing(cfg.task, "data_dir"):
-        raise ConfigError(f"task={cfg.task.name} needs its folder: pass task.data_dir=/path/to/images "
-                          f"(train/, val/ and test/ inside, one sub-folder per class)")
-    _number(cfg, "trainer.max_epochs", int, 1, ": training needs at least one epoch")
-    _number(cfg, "data.batch_size", int, 1)
-    if not 0 <= _number(cfg, "prompt.dropout", float, 0) < 1:
-        raise ConfigError(f"prompt.dropout={cfg.prompt.dropout} must lie in [0, 1)")
-    lr = cfg.optim.optimizer.lr
-    if not isinstance(lr, (int, float)) or lr <= 0:
-        raise ConfigError(f"optim.optimizer.lr={lr}{_from_recipe(cfg, 'optim.optimizer.lr')}: the learning rate "
-                          f"must be a positive number")
-    for group, opts in (cfg.optim.param_groups or {}).items():
-        for option in ("lr_scale", "weight_decay"):
-            if (opts or {}).get(option) is not None:
-                _number(cfg, f"optim.param_groups.{group}.{option}", float, 0)
-    if "weight_decay" in cfg.optim.optimizer:
-        _number(cfg, "optim.optimizer.weight_decay", float, 0)
-    if not isinstance(cfg.overwrite, bool):
-        raise ConfigError(f"overwrite={cfg.overwrite!r}: expected true or false")
+    """Rules on the composed config as a whole, before any work. A single setting is checked by the
+    constructor that takes it (train builds them all before anything is written or downloaded)."""
+    for key in _missing(OmegaConf.to_container(cfg, resolve=False)):
+        if key == "task.data_dir":
+            raise ConfigError(f"task={cfg.task.name} needs its folder: pass task.data_dir=/path/to/images "
+                              f"(train/, val/ and test/ inside, one sub-folder per class)", key)
+        raise ConfigError(f"{key} has no value (??? in its config); pass {key}=...", key)
 
 
 # ---- the command line, before Hydra composes it ------------------------------------------------

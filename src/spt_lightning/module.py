@@ -15,8 +15,8 @@ from torch import nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
-from .errors import SptError
-from .models import PromptedViT, attention_kernel
+from .errors import SptError, check_number
+from .models import PromptedViT
 
 
 class TrainingError(SptError):
@@ -59,8 +59,8 @@ class PromptTuningModule(L.LightningModule):
             ``{"weight_decay": 0.0, "lr_scale": 1.0}``. Biases and norm weights never get weight decay.
         warmup_epochs: Linear warm-up length; the schedule is stepped every optimizer step.
         finetune_backbone: Train every parameter (``method=full``) instead of prompts + head.
-        attention: ``auto`` (eager on CPUs, fused on GPUs), ``fused`` or ``eager``; chosen in ``setup``,
-            once the device is known.
+        attention: ``auto`` (eager on CPUs, fused on GPUs), ``fused`` or ``eager``; chosen again in
+            ``setup``, once the device is known.
         compile: ``torch.compile`` the model's forward (in place, so parameter names and checkpoints
             are unchanged). The first steps pay the compilation.
     """
@@ -77,6 +77,17 @@ class PromptTuningModule(L.LightningModule):
         compile: bool = False,
     ):
         super().__init__()
+        options = getattr(optimizer, "keywords", {})  # a partial optimizer: its lr and weight decay
+        if "lr" in options:
+            check_number("optim.optimizer.lr", options["lr"], 0, low_open=True)
+        if "weight_decay" in options:
+            check_number("optim.optimizer.weight_decay", options["weight_decay"], 0)
+        for group, opts in (param_groups or {}).items():
+            for option in ("lr_scale", "weight_decay"):
+                if (opts or {}).get(option) is not None:
+                    check_number(f"optim.param_groups.{group}.{option}", opts[option], 0)
+        check_number("optim.warmup_epochs", warmup_epochs, 0)
+        model.set_attention(attention)
         self.model = model
         if not finetune_backbone:
             model.freeze_backbone()
@@ -95,7 +106,7 @@ class PromptTuningModule(L.LightningModule):
         self.metrics = nn.ModuleDict({split: accuracy.clone(prefix=f"{split}/") for split in ("val", "test")})
 
     def setup(self, stage: str) -> None:
-        self.model.set_attention(attention_kernel(self.attention, self.trainer.strategy.root_device))
+        self.model.set_attention(self.attention, self.trainer.strategy.root_device)
         if self.compile_model and self.model._compiled_call_impl is None:  # setup runs once per stage
             self.model.compile()
 

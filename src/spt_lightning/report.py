@@ -208,8 +208,8 @@ def varying(settings) -> list[str]:
         for k in set().union(*keys):
             values[k].add(config.get(k))
     shown = {"backbone.arch", "prompt.length"}
-    # follow from the method / pretrain / backbone columns; init.strategy is prompt.init
-    implied = ("method.", "pretrain.", "backbone.kwargs.", "init.strategy")
+    # follow from the method / pretrain columns; init.strategy is prompt.init
+    implied = ("method.", "pretrain.", "init.strategy")
     return sorted(k for k, v in values.items() if len(v) > 1 and k not in shown and not k.startswith(implied))
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from .errors import SptError
+from .errors import ConfigError, SptError
 
 RESUME_MODES = ("auto", "never")
 LAST = Path("checkpoints") / "last.ckpt"
@@ -55,6 +55,8 @@ if not OmegaConf.has_resolver("run_folder"):
 def resume_point(output_dir: Path, resume: str, overwrite: bool) -> tuple[Path | None, bool]:
     """The checkpoint this run continues from (``None``: a fresh start) and whether the folder must be
     cleared of an earlier attempt's files first. Refuses (raises) before anything is written."""
+    if not isinstance(overwrite, bool):
+        raise ConfigError(f"overwrite={overwrite!r}: expected true or false", "overwrite")
     if resume not in RESUME_MODES:
         ckpt = Path(resume).expanduser()
         if ckpt.suffix != ".ckpt":

@@ -12,8 +12,8 @@ import lightning as L
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from .build import build_callbacks, build_datamodule, build_model, build_module, build_trainer
-from .config import check_config
+from .build import build_run
+from .config import check_config, naming_the_recipe
 from .data.tasks import infer_num_classes
 from .loggers import finish, summarise
 from .precision import resolve_precision
@@ -26,42 +26,40 @@ log = logging.getLogger(__name__)
 warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training.*")
 
 
-def claim_run_folder(cfg: DictConfig) -> Path | None:
-    """Check that this run may write into its folder (before any work) and return the checkpoint it
-    continues from."""
+def claim_run_folder(cfg: DictConfig, stale: bool) -> None:
+    """The run's first write: clear an earlier attempt's files (``stale``) and save the config."""
     output_dir = Path(cfg.paths.output_dir)
-    ckpt_path, stale = resume_point(output_dir, cfg.resume, cfg.overwrite)
     if rank_zero_only.rank == 0:  # other DDP ranks start once rank 0 has claimed the folder
         if stale:
             clear(output_dir)
         (output_dir / ".hydra").mkdir(parents=True, exist_ok=True)
         OmegaConf.save(cfg, output_dir / ".hydra" / "config.yaml")
-    if ckpt_path is not None:
-        log.info("Continuing the run in %s from %s", output_dir, ckpt_path)
-    return ckpt_path
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit on train, choose the epoch on val, test that epoch once; write and return ``results.json``."""
-    # 1. Everything that can be refused is refused before anything is written.
+    # 1. Everything that can be refused is refused before anything is written or downloaded.
     check_config(cfg)
     with open_dict(cfg):  # a resumed run writes into its own folder
         cfg.paths.output_dir = run_folder(cfg.resume, cfg.paths.output_dir)
-    callbacks = build_callbacks(cfg)
-    ckpt_path = claim_run_folder(cfg)
+        if cfg.task.num_classes is None:  # task=folder: count the class folders
+            cfg.task.num_classes = infer_num_classes(OmegaConf.to_container(cfg.task, resolve=True))
+    ckpt_path, stale = resume_point(Path(cfg.paths.output_dir), cfg.resume, cfg.overwrite)
     precision = resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator)
-    log.info("Precision %s (%s)", *precision)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     started = time.perf_counter()
+    with naming_the_recipe(cfg):
+        run = build_run(cfg, precision[0])  # each constructor checks its settings
 
-    # 2. Build: the data first (a missing split stops here, before any download), then the model.
-    if cfg.task.num_classes is None:  # task=folder: count the class folders
-        cfg.task.num_classes = infer_num_classes(OmegaConf.to_container(cfg.task, resolve=True))
-    datamodule = build_datamodule(cfg)
+    # 2. Claim the folder, read the data (a missing split stops here), then fetch the weights.
+    claim_run_folder(cfg, stale)
+    if ckpt_path is not None:
+        log.info("Continuing the run in %s from %s", cfg.paths.output_dir, ckpt_path)
+    log.info("Precision %s (%s)", *precision)
+    datamodule, module, trainer = run.datamodule, run.module, run.trainer
     datamodule.setup("fit")
-    module = build_module(cfg, build_model(cfg))
-    trainer = build_trainer(cfg, precision[0], callbacks, datamodule.has_val)
+    run.pretrain.load(module.model.vit)
 
     # 3. Fit (the prompt-init callback runs first), select on val, test once, record.
     failed = True

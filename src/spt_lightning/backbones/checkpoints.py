@@ -10,7 +10,9 @@ A ``.npz`` file is Google's original JAX release (VPT's ``imagenet21k_ViT-B_16.n
 
 from __future__ import annotations
 
+import argparse
 import copy
+import logging
 import math
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,8 @@ from timm.layers import resample_abs_pos_embed
 from timm.models.vision_transformer import VisionTransformer
 
 from ..errors import SptError
+
+log = logging.getLogger(__name__)
 
 FORMATS = ("timm", "mae", "mocov3")
 MOCO_PREFIX = "module.base_encoder."
@@ -114,3 +118,42 @@ def read_npz(path: Path, model: VisionTransformer) -> dict[str, torch.Tensor]:
             state_dict[f"norm.{key}"] = torch.from_numpy(next(v for k, v in arrays.items()
                                                               if k.endswith(f"encoder_norm/{name}")))
     return state_dict
+
+
+def load_pretrained(model: VisionTransformer, file: str | Path, format: str = "timm", strict: bool = True) -> None:
+    """Load a checkpoint file into ``model``; one log line with what was loaded and what was not."""
+    path = Path(file).expanduser()
+    if not path.is_file():
+        raise BackboneError(f"checkpoint not found: {path} (set pretrain.file to an existing file)")
+    if path.suffix == ".npz":  # Google's JAX release: timm reads it into timm names
+        checkpoint, format = read_npz(path, model), "timm"
+    else:
+        try:
+            # Training checkpoints (MAE, MoCo) carry their argparse options beside the weights.
+            with torch.serialization.safe_globals([argparse.Namespace]):
+                checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # pickle errors, truncated files, not a torch file at all
+            raise BackboneError(f"{path} is not a readable PyTorch checkpoint: {err}") from err
+    if not isinstance(checkpoint, dict):
+        raise BackboneError(f"{path} holds a {type(checkpoint).__name__}, not a state dict")
+    state_dict = adapt_state_dict(extract_state_dict(checkpoint, path, format), model)
+    own = model.state_dict()
+    wrong = [f"{k} {tuple(v.shape)} here {tuple(own[k].shape)}" for k, v in state_dict.items()
+             if k in own and v.shape != own[k].shape]
+    if wrong:
+        arch = (model.pretrained_cfg or {}).get("architecture", type(model).__name__)
+        raise BackboneError(f"{path} does not fit backbone.arch={arch}: {len(wrong)} tensor shapes differ (e.g. "
+                            f"{'; '.join(wrong[:3])}). Choose the backbone= these weights were saved from.")
+    result = model.load_state_dict(state_dict, strict=False)
+    head = {f"head.{n}" for n, _ in model.head.named_parameters()}
+    missing = [k for k in result.missing_keys if k not in head]
+    loaded = sum(v.numel() for k, v in state_dict.items() if k not in result.unexpected_keys)
+    log.info(
+        "Loaded %s (%s format): %s parameters; missing %s; unexpected %s",
+        path, format, f"{loaded:,}", missing or "none", result.unexpected_keys or "none",
+    )
+    if strict and (missing or result.unexpected_keys):
+        raise BackboneError(
+            f"{path} does not fit {type(model).__name__} (missing {missing[:5]}, unexpected "
+            f"{result.unexpected_keys[:5]}). Check backbone.arch and pretrain.format, or set pretrain.strict=false."
+        )

@@ -12,6 +12,7 @@ import torch
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, RandomSampler, Subset
 
+from ..errors import ConfigError, check_number
 from .datasets import collate_skipping_none
 from .tasks import build_datasets
 from .transforms import build_transforms
@@ -84,13 +85,17 @@ class TaskDataModule(L.LightningDataModule):
     ):
         super().__init__()
         if protocol not in PROTOCOLS:
-            raise ValueError(f"data.protocol={protocol} is unknown; choose one of {', '.join(PROTOCOLS)}")
-        if not 0.0 < fraction <= 1.0:
-            raise ValueError(f"data.fraction={fraction} must lie in (0, 1]")
+            raise ConfigError(f"data.protocol={protocol} is unknown; choose one of {', '.join(PROTOCOLS)}",
+                              "data.protocol")
+        if check_number("data.fraction", fraction, 0, low_open=True) > 1:
+            raise ConfigError(f"data.fraction={fraction}: expected a part of the training set in (0, 1]",
+                              "data.fraction")
+        check_number("data.batch_size", batch_size, 1, integer=True)
         self.task = dict(task)
         self.img_size, self.mean, self.std = img_size, tuple(mean), tuple(std)
         if num_workers == "auto":
             num_workers = min(8, len(os.sched_getaffinity(0)))
+        check_number("data.num_workers", num_workers, 0, integer=True, hint=" or auto")
         self.batch_size, self.num_workers, self.pin_memory = batch_size, int(num_workers), pin_memory
         self.skip_corrupt = skip_corrupt
         self.protocol, self.fraction, self.seed = protocol, fraction, seed

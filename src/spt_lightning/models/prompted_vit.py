@@ -8,18 +8,12 @@ import torch
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
+from ..errors import ConfigError
 from .prompts import Prompts
 
-ATTENTION_KERNELS = ("fused", "eager")
+ATTENTION = ("auto", "fused", "eager")
 # Layer 0's captured tokens: after position embedding (what the prompts sit beside) or before it (SPT's code).
 LAYER0 = ("embedded", "patch_embed")
-
-
-def attention_kernel(setting: str, device: torch.device) -> str:
-    """Resolve ``attention=auto``: eager on CPUs, fused everywhere else (see :meth:`PromptedViT.set_attention`)."""
-    if setting != "auto":
-        return setting
-    return "eager" if device.type == "cpu" else "fused"
 
 
 class PromptedViT(nn.Module):
@@ -36,17 +30,18 @@ class PromptedViT(nn.Module):
 
     Args:
         vit: The backbone, with its classification head already sized for the task.
-        prompt_length: Prompt tokens per layer (P); 0 means no prompts (linear probe / full tuning).
+        prompt_length: Prompt tokens per layer (P, at least 1); ``None``: no prompts (linear probe, full tuning).
         deep: One prompt set per block instead of one at the input.
         dropout: Dropout on the prompt tokens.
     """
 
-    def __init__(self, vit: VisionTransformer, prompt_length: int = 0, deep: bool = False, dropout: float = 0.0):
+    def __init__(self, vit: VisionTransformer, prompt_length: int | None = None, deep: bool = False,
+                 dropout: float = 0.0):
         super().__init__()
         self.vit = vit
         self.deep = deep
         self.prompts: Prompts | None = None
-        if prompt_length > 0:
+        if prompt_length is not None:
             proj = vit.patch_embed.proj
             fan_in = proj.in_channels * proj.kernel_size[0] * proj.kernel_size[1]
             num_layers = len(vit.blocks) if deep else 1
@@ -68,17 +63,21 @@ class PromptedViT(nn.Module):
             self.vit.eval()
         return self
 
-    def set_attention(self, kernel: str) -> None:
-        """``fused``: PyTorch's ``scaled_dot_product_attention``; ``eager``: timm's matmul-softmax-matmul.
+    def set_attention(self, setting: str, device: torch.device | None = None) -> None:
+        """``fused``: PyTorch's ``scaled_dot_product_attention``; ``eager``: timm's matmul-softmax-matmul;
+        ``auto``: eager on CPUs, fused everywhere else (on ``device``, else where the model is).
 
         Same maths, different kernels: on CPUs the eager path trains about 1.5x faster at ViT sequence
         lengths (the fused CPU backward is slow), on GPUs the fused one is faster and leaner.
         """
-        if kernel not in ATTENTION_KERNELS:
-            raise ValueError(f"attention={kernel!r} is unknown; choose one of {', '.join(ATTENTION_KERNELS)}")
+        if setting not in ATTENTION:
+            raise ConfigError(f"attention={setting} is unknown; choose {', '.join(ATTENTION)}", "attention")
+        if setting == "auto":
+            device = device or next(self.parameters()).device
+            setting = "eager" if device.type == "cpu" else "fused"
         for module in self.vit.modules():
             if hasattr(module, "fused_attn"):
-                module.fused_attn = kernel == "fused"
+                module.fused_attn = setting == "fused"
 
     @property
     def attention(self) -> str:

@@ -7,6 +7,8 @@ import math
 import torch
 from torch import nn
 
+from ..errors import check_number
+
 
 class Prompts(nn.Module):
     """``num_layers`` sets of ``length`` prompt tokens of width ``dim``.
@@ -25,8 +27,10 @@ class Prompts(nn.Module):
 
     def __init__(self, num_layers: int, length: int, dim: int, dropout: float = 0.0, patch_fan_in: int = 3 * 16 * 16):
         super().__init__()
-        if length <= 0:
-            raise ValueError(f"prompt length must be > 0, got {length}; set prompt.length to a positive number")
+        check_number("prompt.length", length, 1, integer=True,
+                     hint=": a prompted method needs at least one prompt token per layer. Set prompt.length to a "
+                          "positive number (the paper uses 1-200), or use a method without prompts (method=linear).")
+        check_number("prompt.dropout", dropout, 0, 1)
         self.patch_fan_in = patch_fan_in
         self.embeddings = nn.Parameter(torch.empty(num_layers, length, dim))
         self.dropout = nn.Dropout(dropout)
