@@ -6,7 +6,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from spt_lightning.models import PromptedViT
-from spt_lightning.module import PromptTuningModule, warmup_cosine
+from spt_lightning.module import PromptTuningModule
 
 from conftest import tiny_vit
 
@@ -77,13 +77,37 @@ def test_linear_probe_trains_head_only():
     assert set(module.trainable_groups()) == {"head"}
 
 
-def test_warmup_cosine():
-    assert warmup_cosine(0, 10, 100) == pytest.approx(0.1)
-    assert warmup_cosine(9, 10, 100) == pytest.approx(1.0)
-    assert warmup_cosine(10, 10, 100) == pytest.approx(1.0)
-    assert warmup_cosine(55, 10, 100) == pytest.approx(0.5)
-    assert warmup_cosine(100, 10, 100) == pytest.approx(0.0)
-    assert warmup_cosine(5, 0, 10) == pytest.approx(0.5 * (1 + torch.cos(torch.tensor(torch.pi * 0.5)).item()))
+def test_schedule_warms_up_linearly_then_follows_a_half_cosine_to_zero():
+    """Per step, every group alike: lr * (s + 1) / w during the w warm-up steps, then
+    lr * (1 + cos(pi * (s - w) / (total - w))) / 2."""
+    import math
+    from types import SimpleNamespace
+
+    module = _module(lr=1e-2)
+    module.group_options["head"]["lr_scale"] = 0.5
+    module.trainer = SimpleNamespace(estimated_stepping_batches=100, max_epochs=10)  # warmup_epochs=1: 10 steps
+    config = module.configure_optimizers()
+    optimizer, schedule = config["optimizer"], config["lr_scheduler"]["scheduler"]
+    lrs = []
+    for _ in range(100):
+        lrs.append({g["name"]: g["lr"] for g in optimizer.param_groups})
+        optimizer.step()
+        schedule.step()
+    for step, lr in enumerate(lrs):
+        factor = (step + 1) / 10 if step < 10 else (1 + math.cos(math.pi * (step - 10) / 90)) / 2
+        assert lr["prompts"] == pytest.approx(1e-2 * factor, abs=1e-12)
+        assert lr["head"] == pytest.approx(0.5e-2 * factor, abs=1e-12)
+    assert lrs[0]["prompts"] == pytest.approx(1e-3)
+    assert lrs[9]["prompts"] == pytest.approx(1e-2) and lrs[10]["prompts"] == pytest.approx(1e-2)
+    assert lrs[55]["prompts"] == pytest.approx(0.5e-2) and lrs[99]["prompts"] < 1e-5
+
+    module.warmup_epochs = 0  # no warm-up: the cosine from the first step
+    module.trainer = SimpleNamespace(estimated_stepping_batches=10, max_epochs=10)
+    config = module.configure_optimizers()
+    for _ in range(5):
+        config["optimizer"].step()
+        config["lr_scheduler"]["scheduler"].step()
+    assert config["optimizer"].param_groups[0]["lr"] == pytest.approx(1e-2 * (1 + math.cos(math.pi * 0.5)) / 2)
 
 
 def test_bf16_mixed_on_cpu(tmp_path):

@@ -221,7 +221,8 @@ def test_full_finetuning_follows_timms_no_weight_decay(tmp_path):
 
     cfg = _cfg(tmp_path, "method=full")
     module = PromptTuningModule(build_model(cfg, Pretrain()), 4, torch.optim.AdamW, finetune_backbone=True)
-    decayed = [n for n, p in module.model.named_parameters() if p.requires_grad and module._decays(n, p)]
+    names = {id(p): n for n, p in module.model.named_parameters()}
+    decayed = [names[id(p)] for g in module.param_groups() if not g["name"].endswith("_no_decay") for p in g["params"]]
     assert "vit.blocks.0.attn.qkv.weight" in decayed
     assert "vit.pos_embed" not in decayed and "vit.cls_token" not in decayed
 

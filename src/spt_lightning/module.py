@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import random
 from collections.abc import Callable
 from typing import Any
@@ -11,7 +10,9 @@ import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
+from timm.optim import param_groups_weight_decay
 from torch import nn
+from torch.optim.lr_scheduler import CosineAnnealingLR, LinearLR, SequentialLR
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
@@ -21,14 +22,6 @@ from .models import PromptedViT
 
 class TrainingError(SptError):
     """Training cannot go on as configured (a non-finite loss, a checkpoint that does not fit)."""
-
-
-def warmup_cosine(step: int, warmup_steps: int, total_steps: int) -> float:
-    """LR factor: linear warm-up from ~0 to 1 over ``warmup_steps``, then cosine decay to 0 at ``total_steps``."""
-    if step < warmup_steps:
-        return (step + 1) / warmup_steps
-    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
 def rng_states() -> dict[str, Any]:
@@ -132,33 +125,42 @@ class PromptTuningModule(L.LightningModule):
         )
         return {"learnable": learnable, "learnable_without_head": learnable - head, "backbone": backbone}
 
-    def _decays(self, name: str, param: nn.Parameter) -> bool:
-        """Weight decay for matrices (and the prompts); not for biases, norms, nor what timm's
-        ``no_weight_decay()`` exempts (position embedding, cls and register tokens)."""
-        exempt = {f"vit.{n}" for n in self.model.vit.no_weight_decay()}
-        return param.ndim > 1 and not name.endswith(".bias") and name not in exempt
-
-    def configure_optimizers(self) -> dict[str, Any]:
-        base_lr = self.optimizer_factory.keywords.get("lr", 1e-3)
-        base_wd = self.optimizer_factory.keywords.get("weight_decay", 0.0)
+    def param_groups(self) -> list[dict[str, Any]]:
+        """The optimizer's parameter groups: per trainable group its lr (``lr_scale``) and weight decay,
+        split by timm's rule into tensors that decay and those that do not: biases, norms and other 1-D
+        tensors, and what the ViT's ``no_weight_decay()`` exempts (position embedding, cls/register tokens).
+        The prompt embeddings are one 3-D tensor: they decay with the prompts group's weight decay."""
+        options = getattr(self.optimizer_factory, "keywords", {})
+        base_lr, base_wd = options.get("lr", 1e-3), options.get("weight_decay", 0.0)
+        exempt = [f"vit.{n}" for n in self.model.vit.no_weight_decay()]
+        # (weight_decay=1 only marks the decaying tensors; each group's own value is set below)
+        decaying = {id(p) for g in param_groups_weight_decay(self.model, 1.0, no_weight_decay_list=exempt)
+                    if g["weight_decay"] for p in g["params"]}
         groups = []
         for name, params in self.trainable_groups().items():
             opts = dict(self.group_options.get(name) or {})
             lr = base_lr * opts.pop("lr_scale", 1.0)
             wd = opts.pop("weight_decay", None)
             wd = base_wd if wd is None else wd  # null: the optimizer's
-            decay = [p for n, p in params if self._decays(n, p)]
-            no_decay = [p for n, p in params if not self._decays(n, p)]
-            # NOTE: prompt embeddings are one 3-D tensor: they decay with the prompts group's weight decay.
+            decay = [p for _, p in params if id(p) in decaying]
+            no_decay = [p for _, p in params if id(p) not in decaying]
             groups += [
                 {"params": ps, "lr": lr, "weight_decay": w, "name": f"{name}{suffix}", **opts}
                 for ps, w, suffix in ((decay, wd, ""), (no_decay, 0.0, "_no_decay"))
                 if ps
             ]
-        optimizer = self.optimizer_factory(groups)
+        return groups
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        """AdamW (or the configured optimizer) over :meth:`param_groups`; per step: a linear warm-up from
+        ``lr / warmup`` to ``lr`` over the warm-up steps, then a half cosine to 0 at the last step."""
+        optimizer = self.optimizer_factory(self.param_groups())
         total = self.trainer.estimated_stepping_batches
         warmup = round(self.warmup_epochs * total / max(1, self.trainer.max_epochs or 1))
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_cosine(step, warmup, total))
+        schedule = CosineAnnealingLR(optimizer, T_max=max(1, total - warmup))
+        if warmup:
+            ramp = LinearLR(optimizer, start_factor=1 / warmup, end_factor=1.0, total_iters=warmup - 1)
+            schedule = SequentialLR(optimizer, [ramp, schedule], milestones=[warmup])
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
     # ---- steps ---------------------------------------------------------------------------
