@@ -7,15 +7,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from spt_lightning.models import PromptedViT
 from spt_lightning.prototypes import PrototypeError, PrototypeInit
-from spt_lightning.prototypes.capture import (
-    PooledTokens,
-    TokenMoments,
-    TokenReservoir,
-    WindowPool,
-    authors_windows,
-    capture,
-)
-from spt_lightning.prototypes.strategies import prototypes
+from spt_lightning.prototypes.capture import TokenReservoir, capture
+from spt_lightning.prototypes.strategies import PooledTokens, TokenMoments, WindowPool, authors_windows, prototypes
 
 from conftest import tiny_vit
 

@@ -1,5 +1,6 @@
 """One pass of the frozen, prompt-free backbone that streams the tokens entering each layer into
-bounded per-layer collectors.
+per-layer collectors (anything with ``add(tokens)``; the strategies' own live in ``strategies``), and the
+bounded uniform sample of tokens most of them keep.
 
 Layer 0 holds the tokens that enter block 0: patch embeddings with position embedding added (and
 ``norm_pre``), prefix tokens dropped, which the prompts are concatenated to; or, as SPT's code has
@@ -13,10 +14,8 @@ from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager, nullcontext
 
 import torch
-import torch.nn.functional as F
 
 from ..models import PromptedViT
-from .errors import PrototypeError
 
 
 class TokenReservoir:
@@ -56,80 +55,6 @@ class TokenReservoir:
         return self.chunks[0].cpu() if self.chunks else torch.empty(0)
 
 
-class WindowPool:
-    """Pooled windows averaged over images (``init.pooling=averaged``): the N patch tokens of each image
-    are split into P contiguous windows (adaptive 1-D pooling), each pooled by mean or max; the P
-    prompts are the average of each window over all images."""
-
-    def __init__(self, windows: int, mode: str):
-        self.windows, self.mode = windows, mode
-        self.total: torch.Tensor | None = None
-        self.images = self.seen = 0
-
-    def add(self, tokens: torch.Tensor) -> None:
-        pool = F.adaptive_avg_pool1d if self.mode == "mean" else F.adaptive_max_pool1d
-        pooled = pool(tokens.float().transpose(1, 2), self.windows).transpose(1, 2)  # [B, P, D]
-        batch_sum = pooled.sum(0)  # stays where the model runs: no host sync per batch
-        self.total = batch_sum if self.total is None else self.total + batch_sum
-        self.seen += tokens.shape[0] * tokens.shape[1]
-        self.images += tokens.shape[0]
-
-    def tokens(self) -> torch.Tensor:
-        return (self.total / self.images).cpu()
-
-
-class TokenMoments:
-    """Per-dimension mean and standard deviation of every token streamed (float64 running sums): the
-    statistics ``prompt.init=scaled`` draws its prompts from."""
-
-    def __init__(self):
-        self.sum: torch.Tensor | None = None
-        self.sum_sq: torch.Tensor | None = None
-        self.seen = 0
-
-    def add(self, tokens: torch.Tensor) -> None:
-        x = tokens.reshape(-1, tokens.shape[-1]).double()
-        s, sq = x.sum(0), (x * x).sum(0)  # stays where the model runs: no host sync per batch
-        self.sum, self.sum_sq = (s, sq) if self.sum is None else (self.sum + s, self.sum_sq + sq)
-        self.seen += len(x)
-
-    def moments(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(mean [D], std [D])`` on the CPU, float32."""
-        mean = self.sum / self.seen
-        var = (self.sum_sq / self.seen - mean * mean).clamp_min(0)
-        return mean.float().cpu(), var.sqrt().float().cpu()
-
-
-def authors_windows(tokens: torch.Tensor, windows: int, mode: str) -> torch.Tensor:
-    """SPT's code's pooled windows of each image, ``[B, N, D]`` → ``[B, P, D]``: P-1 windows of
-    ``N // (P-1)`` tokens from the start, then the last ``N % (N // (P-1))`` tokens (all N when that is 0,
-    as ``x[:, -0:]`` reads in their code), each mean- or max-pooled. P = 1 pools the whole sequence."""
-    pool = (lambda x: x.mean(1)) if mode == "mean" else (lambda x: x.amax(1))
-    n = tokens.shape[1]
-    if windows == 1:
-        return pool(tokens).unsqueeze(1)
-    size = n // (windows - 1)
-    if size == 0:
-        raise PrototypeError(f"{n} patch tokens cannot fill the {windows - 1} pooled windows of prompt.length="
-                             f"{windows}; lower prompt.length or use init.pooling=averaged")
-    parts = [tokens[:, i * size:(i + 1) * size] for i in range(windows - 1)]
-    parts.append(tokens[:, n - n % size:] if n % size else tokens)
-    return torch.stack([pool(part) for part in parts], dim=1)
-
-
-class PooledTokens(TokenReservoir):
-    """SPT's code's pooled variants: P pooled windows per image (:func:`authors_windows`), sampled
-    uniformly over all images like tokens; the strategy then picks P of them at random."""
-
-    def __init__(self, windows: int, mode: str, capacity: int, generator: torch.Generator,
-                 device: torch.device | str = "cpu"):
-        super().__init__(capacity, generator, device)
-        self.windows, self.mode = windows, mode
-
-    def add(self, tokens: torch.Tensor) -> None:
-        super().add(authors_windows(tokens.float(), self.windows, self.mode))
-
-
 def storage_device(device: torch.device, layers: int, tokens_per_layer: int, dim: int) -> torch.device:
     """Where the reservoirs hold captured tokens: on the GPU when they fit in a quarter of its free
     memory (copying every layer's tokens to the host would stall the pass at every block), else the CPU.
@@ -146,7 +71,7 @@ def storage_device(device: torch.device, layers: int, tokens_per_layer: int, dim
 def capture(
     model: PromptedViT,
     batches: Iterable[torch.Tensor],
-    collectors: list[TokenReservoir | WindowPool],
+    collectors: list,
     forward_context: Callable[[], AbstractContextManager] = nullcontext,
     layer0: str = "embedded",
 ) -> None:
