@@ -46,10 +46,14 @@ def _strip(state_dict: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.
     return {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
 
 
-def extract_state_dict(checkpoint: dict[str, Any], path: Path, fmt: str = "timm") -> dict[str, torch.Tensor]:
-    """The backbone's tensors of a checkpoint file in format ``fmt``, with timm names."""
+def check_format(fmt: str) -> None:
     if fmt not in FORMATS:
         raise BackboneError(f"unknown pretrain.format '{fmt}'; choose one of {', '.join(FORMATS)}")
+
+
+def extract_state_dict(checkpoint: dict[str, Any], path: Path, fmt: str = "timm") -> dict[str, torch.Tensor]:
+    """The backbone's tensors of a checkpoint file in format ``fmt``, with timm names."""
+    check_format(fmt)
     state_dict = _unwrap(checkpoint)
     if fmt == "mocov3":
         if not any(k.startswith(MOCO_PREFIX) for k in state_dict):

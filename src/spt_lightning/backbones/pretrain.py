@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import timm
 from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
 
-from .checkpoints import FORMATS, BackboneError, load_pretrained
+from .checkpoints import BackboneError, check_format, load_pretrained
 from .dinov2_onnx import bundled_backbone
 
 log = logging.getLogger(__name__)
@@ -48,8 +48,7 @@ class Pretrain:
     def __post_init__(self) -> None:
         if self.source not in SOURCES:
             raise BackboneError(f"unknown pretrain.source '{self.source}'; choose one of {', '.join(SOURCES)}")
-        if self.format not in FORMATS:
-            raise BackboneError(f"unknown pretrain.format '{self.format}'; choose one of {', '.join(FORMATS)}")
+        check_format(self.format)
         if self.source == "file" and not self.file:
             raise BackboneError(f"pretrain.file is not set: these weights come from a local file"
                                 f"{f' ({self.hint})' if self.hint else ''}. Pass pretrain.file=/path/to/checkpoint")
@@ -78,7 +77,7 @@ class Pretrain:
             self._load_from_hub(vit)
 
     def _load_from_hub(self, vit: VisionTransformer) -> None:
-        name = vit.pretrained_cfg.get("architecture", "?") + f".{vit.pretrained_cfg.get('tag')}"
+        name = self.timm_name(vit.pretrained_cfg["architecture"])
         try:
             # What timm.create_model(name, pretrained=True) does after building a VisionTransformer: the
             # tag's file through ViT's filter (position grid resampled, a head of another size dropped).
