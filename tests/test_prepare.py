@@ -11,7 +11,7 @@ from scipy.io import savemat
 
 from spt_lightning.data import DataError, TaskDataModule
 from spt_lightning.data.check import check_task
-from spt_lightning.data.prepare import prepare_fgvc, prepare_vtab
+from spt_lightning.data.prepare import prepare_fgvc
 
 
 def _image(path, colour=(120, 30, 60)):
@@ -136,36 +136,6 @@ def test_skip_corrupt_images_when_asked(tmp_path):
     dm = TaskDataModule(task, 32, [0.5] * 3, [0.5] * 3, batch_size=64, num_workers=0, skip_corrupt=True)
     dm.setup("fit")
     assert len(next(iter(dm.test_dataloader()))[1]) == len(test) - 1
-
-
-def _eurosat(root, per_class=320):
-    for c in ("Forest", "River", "SeaLake", "Highway"):
-        for j in range(per_class):
-            _image(root / "eurosat" / "2750" / c / f"{c}_{j}.jpg", (j % 255, 40, 90))
-
-
-def test_vtab_prepare_from_torchvision_layout(tmp_path):
-    _eurosat(tmp_path / "raw")
-    out = tmp_path / "vtab-1k" / "eurosat"
-    counts = prepare_vtab("eurosat", tmp_path / "raw", out, seed=0)
-    assert counts == {"train800": 800, "val200": 200, "test": 256, "train800val200": 1000}
-    lines = {s: (out / f"{s}.txt").read_text().split("\n")[:-1] for s in ("train800", "val200", "train800val200", "test")}
-    assert lines["train800val200"] == lines["train800"] + lines["val200"]
-    task = {"name": "vtab/eurosat", "kind": "vtab", "num_classes": 4, "data_dir": str(out), "transform": "resize"}
-    assert check_task(task)["problems"] == []
-    dm = TaskDataModule(task, 32, [0.5] * 3, [0.5] * 3, batch_size=1000, num_workers=0)
-    dm.setup("fit")
-    x, y = next(iter(dm.train_dataloader()))
-    assert x.shape == (800, 3, 32, 32) and set(y.tolist()) == {0, 1, 2, 3}
-    with pytest.raises(DataError, match="--force"):
-        prepare_vtab("eurosat", tmp_path / "raw", out)
-
-
-def test_vtab_prepare_bad_inputs(tmp_path):
-    with pytest.raises(DataError, match="not supported"):
-        prepare_vtab("dmlab", tmp_path, tmp_path / "out")
-    with pytest.raises(DataError, match="torchvision cannot read vtab/eurosat"):
-        prepare_vtab("eurosat", tmp_path / "nothing", tmp_path / "out")
 
 
 def test_data_cli_prepare_and_check(tmp_path):

@@ -45,6 +45,18 @@ def _missing(node: dict, prefix: str = "") -> Iterator[str]:
             yield from _missing(value, f"{prefix}{key}.")
 
 
+def compose_train(overrides: list[str], hydra: bool = False) -> DictConfig:
+    """The run config (``conf/train.yaml``) as the command line would compose it (with Hydra's own node
+    when ``hydra``); inside an initialised Hydra (a launcher, a test's ``initialize``) it uses that one."""
+    from hydra import compose, initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+
+    if GlobalHydra.instance().is_initialized():
+        return compose("train", overrides=list(overrides), return_hydra_config=hydra)
+    with initialize_config_module(version_base="1.3", config_module="spt_lightning.conf"):
+        return compose("train", overrides=list(overrides), return_hydra_config=hydra)
+
+
 def check_config(cfg: DictConfig) -> None:
     """Rules on the composed config as a whole, before any work. A single setting is checked by the
     constructor that takes it (train builds them all before anything is written or downloaded)."""
@@ -53,6 +65,27 @@ def check_config(cfg: DictConfig) -> None:
             raise ConfigError(f"task={cfg.task.name} needs its folder: pass task.data_dir=/path/to/images "
                               f"(train/, val/ and test/ inside, one sub-folder per class)", key)
         raise ConfigError(f"{key} has no value (??? in its config); pass {key}=...", key)
+
+
+# Launcher plugins and the extra of this package that installs each.
+LAUNCHER_EXTRAS = {"joblib": "joblib", "submitit_slurm": "slurm", "submitit_local": "slurm"}
+
+
+def check_launcher(overrides: list[str]) -> None:
+    """A launcher whose plugin is not installed is one line naming the extra to install."""
+    from hydra.errors import MissingConfigException
+
+    chosen = next((o.split("=", 1)[1] for o in overrides if o.startswith("hydra/launcher=")), None)
+    if chosen is None:
+        return
+    try:
+        compose_train([f"hydra/launcher={chosen}"], hydra=True)
+    except MissingConfigException as err:
+        extra = LAUNCHER_EXTRAS.get(chosen)
+        fix = (f"pip install 'spt-lightning[{extra}]'" if extra else
+               f"install the Hydra launcher plugin that provides '{chosen}'")
+        raise ConfigError(f"hydra/launcher={chosen}: the launcher plugin is not installed; {fix}",
+                          "hydra/launcher") from err
 
 
 # ---- the command line, before Hydra composes it ------------------------------------------------
@@ -92,13 +125,13 @@ def check_overrides(overrides: list[str]) -> None:
     Hydra's own errors list only a group's top-level options (``task=fgvc/nope`` offers ``folder``)
     and suggest ``+key=value`` for a typo, which would add a key nothing reads.
     """
-    from hydra import compose, initialize_config_module
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     try:
         parsed = OverridesParser.create().parse_overrides(overrides)
     except Exception:
         return  # a syntax error: Hydra's own message says where
+    check_launcher(overrides)
     groups = _group_options()
     choices, keys = [], []
     for o in parsed:
@@ -117,8 +150,7 @@ def check_overrides(overrides: list[str]) -> None:
     if not keys:
         return
     try:
-        with initialize_config_module(version_base="1.3", config_module="spt_lightning.conf"):
-            known = _keys(OmegaConf.to_container(compose("train", overrides=choices)))
+        known = _keys(OmegaConf.to_container(compose_train(choices)))
     except Exception:
         return  # composition fails for another reason: Hydra's message names it
     for key in keys:

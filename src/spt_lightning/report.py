@@ -21,6 +21,7 @@ from typing import Any
 from .errors import SptError
 from .published import SOURCES, published
 from .runs import read_results
+from .settings import settings
 
 GROUP_TITLES = {"fgvc": "FGVC", "vtab_natural": "VTAB Natural", "vtab_specialized": "VTAB Specialized",
                 "vtab_structured": "VTAB Structured"}
@@ -50,22 +51,19 @@ GROUPS = catalogue()
 FGVC = GROUPS["fgvc"]
 VTAB = {GROUP_TITLES[g].removeprefix("VTAB "): tasks for g, tasks in GROUPS.items() if g.startswith("vtab_")}
 SETTING = ("method", "pretrain", "backbone", "prompt_length")
-# Config keys that do not make a run a different setting: the seed (runs that differ only in it are
-# averaged), the task (a column), and where things are written or how they are shown.
-NOT_SETTING = ("seed", "init.seed", "init.cache_dir", "task.", "paths.", "ckpt_path", "logger.", "callbacks.",
-               "trainer.enable_progress_bar", "data.num_workers", "hydra.")
-
-
-def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(node, dict):
-        return {k: v for key, value in node.items() for k, v in _flatten(value, f"{prefix}{key}.").items()}
-    return {prefix[:-1]: json.dumps(node)}
+# Beside the keys that never change a result (settings.NEUTRAL), what does not make a run another setting:
+# its seed (runs that differ only in it are averaged), its task (a column), and the keys that `tune` chose
+# for its task (``tuned``: a per-task choice, so a study's final runs form one setting).
+NOT_SETTING = ("seed", "init.seed", "task.", "tuned")
 
 
 def setting_of(run: dict[str, Any]) -> tuple:
-    """The run's configuration without its seed: runs with equal settings are seeds of one entry."""
-    config = {k: v for k, v in _flatten(run.get("config", {})).items() if not k.startswith(NOT_SETTING)}
-    return tuple(run.get(k) for k in SETTING) + (tuple(sorted(config.items())),)
+    """The run's settings without its seed, task and tuned keys: runs with equal ones are seeds of one entry."""
+    config = run.get("config", {})
+    tuned = set(config.get("tuned") or [])
+    flat = {k: json.dumps(v) for k, v in settings(config).items()
+            if k not in tuned and not any(k == n or k.startswith(n if n.endswith(".") else f"{n}.") for n in NOT_SETTING)}
+    return tuple(run.get(k) for k in SETTING) + (tuple(sorted(flat.items())),)
 
 
 def load_runs(dirs: list[Path]) -> list[dict[str, Any]]:
@@ -84,19 +82,27 @@ def _mean(values: list[float]) -> float | None:
 
 def aggregate(runs: list[dict[str, Any]]) -> dict[tuple, dict[str, Any]]:
     """Per setting: per-task test accuracies over seeds, the group figures, and parameter counts."""
-    settings: dict[tuple, dict[str, Any]] = defaultdict(
-        lambda: {"tasks": defaultdict(list), "group_of": {}, "params": None, "correct": {}, "init_s": []})
+    entries: dict[tuple, dict[str, Any]] = defaultdict(
+        lambda: {"tasks": defaultdict(list), "group_of": {}, "params": None, "correct": {}, "init_s": [],
+                 "seeds": defaultdict(dict), "repeated": [], "standard": True})
     for run in runs:
         if run.get("status", "ok") != "ok" or not run.get("test"):
             continue  # failed, or a tune run (no test by protocol)
-        entry = settings[setting_of(run)]
+        entry = entries[setting_of(run)]
+        seeds = entry["seeds"][run["task"]]
+        if run.get("seed") in seeds:  # the same run twice (a copy, a rerun): counted once, flagged
+            entry["repeated"].append((run.get("path"), seeds[run.get("seed")]))
+            continue
+        seeds[run.get("seed")] = run.get("path")
+        # published numbers go beside runs on the papers' splits only (results.json "splits")
+        entry["standard"] &= bool(run.get("splits", {}).get("standard"))
         entry["tasks"][run["task"]].append(100.0 * run["test"]["acc1"])
         entry["group_of"][run["task"]] = run.get("group")  # the group each result carries
         entry["params"] = run["parameters"]
         if run.get("test_correct"):  # which test images it got right: for paired tests between settings
             entry["correct"][(run["task"], run.get("seed"))] = run["test_correct"]
         entry["init_s"].append(run.get("timings", {}).get("init", 0.0))
-    for entry in settings.values():
+    for entry in entries.values():
         per_task = {t: _mean(v) for t, v in entry["tasks"].items()}
         entry["per_task"] = per_task
         members = defaultdict(list)
@@ -111,7 +117,7 @@ def aggregate(runs: list[dict[str, Any]]) -> dict[tuple, dict[str, Any]]:
         entry["groups"]["VTAB mean of 19 tasks"] = _mean([per_task[t] for t in tasks]) if complete else None
         entry["groups"]["VTAB mean of 3 groups"] = _mean([entry["groups"][GROUP_TITLES[g]] for g in vtab]) \
             if complete else None
-    return dict(settings)
+    return dict(entries)
 
 
 def mcnemar(a: str, b: str) -> float:
@@ -152,11 +158,12 @@ def p_value(p: float) -> str:
     return "< 0.001" if p < 0.001 else f"{p:.3f}"
 
 
-def published_for(key: tuple) -> dict[str, tuple[float, str]]:
+def published_for(key: tuple, entry: dict[str, Any]) -> dict[str, tuple[float, str]]:
     """The published numbers of this setting's method, pretrain and backbone, when it ran the papers'
-    protocol (``data.protocol=final``); a group's mean of published per-task values where the paper's
-    own is not shipped. ``{task or group title: (top-1 %, source key)}``."""
-    if json.loads(dict(key[-1]).get("data.protocol", "null")) != "final":
+    protocol (``data.protocol=final``) on the papers' splits (every run's ``splits.standard``); a group's
+    mean of published per-task values where the paper's own is not shipped.
+    ``{task or group title: (top-1 %, source key)}``."""
+    if json.loads(dict(key[-1]).get("data.protocol", "null")) != "final" or not entry["standard"]:
         return {}
     numbers = published(*key[:3])
     for group, title in GROUP_TITLES.items():
@@ -170,7 +177,7 @@ def beside_published(settings) -> str:
     """Each of our figures whose setting has a published one: ours, published, the difference, the source."""
     lines, used = [], []
     for key, e in sorted(settings.items(), key=lambda kv: tuple(str(x) for x in kv[0])):
-        numbers = published_for(key)
+        numbers = published_for(key, e)
         ours = {**e["per_task"], **{g: v for g, v in e["groups"].items() if v is not None}}
         for name, value in ours.items():
             if name in numbers:
@@ -182,7 +189,8 @@ def beside_published(settings) -> str:
         return ""
     head = "| method | pretrain | backbone | P | task / group | ours | published | ours − published | source |"
     notes = "".join(f"[{i + 1}] {SOURCES[s]}\n" for i, s in enumerate(used))
-    return ("\nBeside the published numbers (same method, pretrain and backbone; `data.protocol=final`):\n\n"
+    return ("\nBeside the published numbers (same method, pretrain and backbone; `data.protocol=final` on the "
+            "papers' splits):\n\n"
             + head + "\n|" + " --- |" * 9 + "\n" + "\n".join(lines) + "\n\n" + notes)
 
 
@@ -233,6 +241,10 @@ def markdown(settings, unfinished: list[dict]) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     out = "Top-1 test accuracy (%), mean ± std over seeds. Group means need every task of the group.\n\n"
     out += "\n".join(lines) + "\n" + beside_published(settings)
+    repeated = [pair for e in settings.values() for pair in e["repeated"]]
+    if repeated:
+        out += (f"\n{len(repeated)} run(s) repeat the seed of another run of their setting and task (counted "
+                f"once):\n" + "".join(f"- {a} repeats {b}\n" for a, b in repeated))
     for status in ("failed", "interrupted"):
         runs = [r for r in unfinished if r.get("status") == status]
         if runs:
@@ -248,7 +260,7 @@ def write_csv(settings, path: Path) -> None:
         for key, e in settings.items():
             config = dict(key[-1])
             fixed = [*key[:-1], *(json.loads(config[k]) if k in config else "" for k in extra)]
-            numbers = published_for(key)
+            numbers = published_for(key, e)
 
             def beside(name: str) -> list[str]:
                 return [f"{numbers[name][0]:.2f}", numbers[name][1]] if name in numbers else ["", ""]

@@ -17,16 +17,19 @@ from .files import write_atomically
 from .runs import RunFolderError, read_results
 
 
-def collect(cfg: DictConfig, trainer: L.Trainer, module, protocol: str, selection: dict[str, Any],
+def collect(cfg: DictConfig, trainer: L.Trainer, module, datamodule, selection: dict[str, Any],
             test_metrics: list[dict], seconds: dict[str, float], precision: tuple[str, str],
             resumed_from: Path | None) -> dict[str, Any]:
     """The results of a finished run (``seconds``: fit, test, total)."""
+    from .data.provenance import provenance
+
     init = init_stats(trainer)
     return {
         "status": "ok",
         "task": cfg.task.name,
         "group": cfg.task.get("group"),
-        "protocol": protocol,
+        "protocol": datamodule.protocol,
+        "splits": provenance(datamodule.task, datamodule.fraction),
         "method": cfg.method.name,
         "prompt_length": module.model.prompt_length,
         "prompt_deep": bool(cfg.prompt.deep),
@@ -54,12 +57,13 @@ def collect(cfg: DictConfig, trainer: L.Trainer, module, protocol: str, selectio
 def selected_epoch(trainer: L.Trainer) -> dict[str, Any]:
     """The epoch chosen on validation, with its checkpoint path (``None`` if checkpointing is off)."""
     epochs = trainer.max_epochs
+    last = _float(trainer.callback_metrics.get("val/acc1"))  # the last epoch's: how `tune` scores a grid point
     ckpt = next((cb for cb in trainer.checkpoint_callbacks if cb.monitor == "val/acc1"), None)
     if ckpt is None or not ckpt.best_model_path:
-        val = trainer.callback_metrics.get("val/acc1")
-        return {"epoch": trainer.current_epoch, "epochs": epochs, "val_acc1": _float(val), "path": None}
+        return {"epoch": trainer.current_epoch, "epochs": epochs, "val_acc1": last, "last_val_acc1": last, "path": None}
     epoch = torch.load(ckpt.best_model_path, map_location="cpu", weights_only=False)["epoch"]
-    return {"epoch": epoch + 1, "epochs": epochs, "val_acc1": _float(ckpt.best_model_score), "path": ckpt.best_model_path}
+    return {"epoch": epoch + 1, "epochs": epochs, "val_acc1": _float(ckpt.best_model_score), "last_val_acc1": last,
+            "path": ckpt.best_model_path}
 
 
 def init_stats(trainer: L.Trainer) -> dict[str, Any]:
@@ -146,6 +150,7 @@ def format_summary(r: dict[str, Any]) -> str:
     sel = r["selection"]
     rows = [
         ("task", f"{r['task']} (protocol {r['protocol']})"),
+        ("splits", ("standard: " if r["splits"]["standard"] else "not the papers' splits: ") + r["splits"]["how"]),
         ("method", f"{r['method']} (prompt length {r['prompt_length']}, {'deep' if r['prompt_deep'] else 'shallow'})"
          if r["prompt_length"] else r["method"]),
         ("backbone", f"{r['backbone']} @ {r['img_size']}px, pretrain {r['pretrain']}"),

@@ -75,8 +75,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         test_metrics = trainer.test(module, datamodule=datamodule, ckpt_path=best, verbose=False) \
             if datamodule.has_test else []
         seconds = {"fit": fit_time, "test": time.perf_counter() - test_started, "total": time.perf_counter() - started}
-        results = collect(cfg, trainer, module, datamodule.protocol, selection, test_metrics, seconds, precision,
-                          ckpt_path)
+        results = collect(cfg, trainer, module, datamodule, selection, test_metrics, seconds, precision, ckpt_path)
         summarise(trainer.loggers, results)
         failed = False
     finally:

@@ -1,38 +1,55 @@
-"""The papers' protocol as one command: a grid on ``protocol=tune`` (val), the best retrained on
-``final`` with several seeds, each tested once at its last epoch.
+"""The papers' protocol as one command, on any Hydra launcher: a grid on ``protocol=tune`` (val), per task
+the best point retrained on ``final`` with several seeds, each tested once at its last epoch, then the table.
 
-    python -m spt_lightning.tune task=vtab/dtd method=spt_deep                  # the recipe's grid, 3 seeds
-    python -m spt_lightning.tune experiment=vtab_all pretrain=mae --seeds 5     # every task of the experiment
-    python -m spt_lightning.tune task=fgvc/cub optim.optimizer.lr=1e-3,5e-3     # a grid of your own
+    python -m spt_lightning.tune task=vtab/dtd method=spt_deep                   # the recipe's grid, 3 seeds
+    python -m spt_lightning.tune experiment=paper/vtab pretrain=mae --seeds 5    # every task of the experiment
+    python -m spt_lightning.tune task=fgvc/cub optim.optimizer.lr=1e-3,5e-3      # a grid of your own
+    python -m spt_lightning.tune experiment=paper/vtab hydra/launcher=joblib hydra.launcher.n_jobs=2
+    python -m spt_lightning.tune experiment=paper/vtab hydra/launcher=submitit_slurm \\
+        hydra.launcher.partition=gpu hydra.launcher.gpus_per_node=1 hydra.launcher.timeout_min=600
 
 The grid is the recipe's (``recipe.grid``) unless the command sweeps keys itself (``a,b``, ``range()``,
-``choice()``: Hydra's syntax). Each grid run trains on train800 (FGVC: train) and is scored on val200
-(val) only; per task, the point with the best validation accuracy is retrained on train800val200
-(train + val) with each seed and tested once. Tasks come from ``task=a,b`` or the experiment's sweep.
-Everything lands in a folder named by the command (``<log_dir>/tune/...``), so the same command run
-again reuses every finished run and continues the others. ``tune_final.json`` per task records the grid,
-the choice and the test accuracies; the last lines print the table.
+``choice()``: Hydra's syntax). Tasks come from ``task=a,b`` or the experiment's sweep.
+
+Two phases, each one batch of Hydra's launcher (``hydra/launcher=...``; sequential by default): every
+task's grid runs (trained on train800 / FGVC train, scored on val200 / val), then every task's final runs
+(the chosen point on train800val200 / train + val, one per seed, tested once). A grid point is scored as
+the final run is tested: at its **last** epoch (VPT's and VIPAMIN's scripts score the last epoch too);
+ties are broken by the best epoch's val accuracy, then by grid order, and are printed.
+
+A run is known by its settings (``settings.py``: the resolved config less paths, loggers and the like):
+its folder is ``<study>/<task>/<grid|final>/<label>-<digest of its settings>``, and a finished run there is
+reused only when its stored settings equal the requested ones. The same command again, after a crash or
+a preemption, runs only what is missing; a changed grid, recipe or choice runs what is new.
+``<study>/<task>/tune_final.json`` records the grid, the scores, the choice and the final runs.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import itertools
 import json
 import re
 import statistics
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hydra import compose, initialize_config_module
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
-from .config import check_overrides
+from .config import check_launcher, check_overrides, compose_train
 from .errors import SptError
 from .files import write_atomically
+from .launch import hydra_launcher, launcher_overrides
 from .runs import read_results
+from .settings import differences, digest
+
+
+class TuneError(SptError):
+    """The study cannot go on (every grid run of a task failed, a folder holds a run of other settings)."""
 
 
 def grid(overrides: list[str]) -> tuple[list[str], list[list[str]]]:
@@ -50,18 +67,13 @@ def grid(overrides: list[str]) -> tuple[list[str], list[list[str]]]:
     return fixed, [list(p) for p in itertools.product(*axes)] if axes else [[]]
 
 
-def _compose(overrides: list[str], hydra: bool = False) -> DictConfig:
-    with initialize_config_module(version_base="1.3", config_module="spt_lightning.conf"):
-        return compose("train", overrides=overrides, return_hydra_config=hydra)
-
-
 def _tasks(fixed: list[str], points: list[list[str]]) -> tuple[list[str], list[list[str]]]:
-    """The tasks to tune one by one (a ``task`` axis, else the experiment's task sweep, else the one task)."""
+    """The tasks to tune (a ``task`` axis, else the experiment's task sweep, else the one task)."""
     tasks = list(dict.fromkeys(o for p in points for o in p if o.startswith("task=")))
     if tasks:
         points = [list(p) for p in dict.fromkeys(tuple(o for o in p if not o.startswith("task=")) for p in points)]
         return tasks, points
-    swept = (_compose(fixed, hydra=True).hydra.sweeper.get("params") or {}).get("task")
+    swept = (compose_train(fixed, hydra=True).hydra.sweeper.get("params") or {}).get("task")
     if swept:
         return [f"task={t.strip()}" for t in str(swept).split(",")], points
     return [], points
@@ -72,81 +84,150 @@ def _recipe_points(cfg: DictConfig) -> list[list[str]]:
     return [list(p) for p in itertools.product(*axes)] if axes else [[]]
 
 
-def _run(overrides: list[str], output_dir: Path, reuse: bool) -> dict[str, Any]:
-    """The run's results: read back when it finished before (``reuse``), else trained (or continued)."""
-    from .results import record_outcome
-    from .train import train
+def _slug(text: str, length: int) -> str:
+    return re.sub(r"[^\w.-]+", "_", text).strip("_")[:length] or "defaults"
 
-    if reuse and (output_dir / "results.json").exists():
-        done = read_results(output_dir / "results.json")
-        if done["status"] == "ok":
-            return done
-    cfg = _compose(overrides)
+
+def _label(point: list[str]) -> str:
+    """``optim.optimizer.lr=0.001 optim.optimizer.weight_decay=0.01`` → ``lr0.001_weight_decay0.01``."""
+    return "_".join(f"{key.rsplit('.', 1)[-1]}{value}" for key, value in (o.split("=", 1) for o in point))
+
+
+@dataclass
+class Job:
+    """One run of the study: its overrides, its resolved config and the folder its settings name."""
+
+    overrides: list[str]
+    config: dict[str, Any]
+    folder: Path
+    subdir: str
+    result: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def command(self) -> list[str]:
+        return [*self.overrides, f"hydra.sweep.subdir={self.subdir}"]
+
+
+def plan(overrides: list[str], root: Path, where: str, label: str) -> Job:
+    """The job of ``overrides``: its folder is ``root/where/<label>-<digest of its settings>``."""
+    cfg = compose_train(overrides)
     with open_dict(cfg):
-        cfg.paths.output_dir = str(output_dir)
+        cfg.paths.output_dir = "<run>"  # resolved without Hydra's runtime; a placeholder in the settings
+    config = OmegaConf.to_container(cfg, resolve=True)
+    subdir = f"{where}/{_slug(label, 48)}-{digest(config)}"
+    return Job(overrides, config, root / subdir, subdir)
+
+
+def finished(job: Job, overwrite: bool) -> dict[str, Any] | None:
+    """The job's results when a finished run of exactly its settings is in its folder; a finished run of
+    other settings there is refused."""
+    path = job.folder / "results.json"
+    if overwrite or not path.is_file():
+        return None
+    done = read_results(path)
+    if done["status"] != "ok":
+        return None  # failed or interrupted: run again (resume=auto continues from its last checkpoint)
+    if digest(done["config"]) != digest(job.config):
+        raise TuneError(f"{job.folder} holds a finished run of other settings "
+                        f"({'; '.join(differences(done['config'], job.config))}); nothing was run. "
+                        f"Move that folder away, or give this study a folder of its own (--out).")
+    return done
+
+
+def run_phase(launch, jobs: list[Job], overwrite: bool, phase: str) -> None:
+    """Reuse every finished run, launch the others as one batch, and read every job's results."""
+    for job in jobs:
+        job.result = finished(job, overwrite) or {}
+    todo = [job for job in jobs if not job.result]
+    print(f"{phase}: {len(jobs)} run(s), {len(jobs) - len(todo)} finished before and reused, {len(todo)} to run",
+          flush=True)
+    launch([job.command for job in todo])
+    for job in todo:
+        path = job.folder / "results.json"
+        job.result = read_results(path) if path.is_file() else {"status": "missing", "error": "no results.json"}
+
+
+def _number(value: str) -> float | None:
     try:
-        return train(cfg)
-    except BaseException as err:  # a failed run is recorded and the protocol goes on; an interruption stops it
-        record_outcome(cfg, err)
-        if not isinstance(err, Exception):
-            raise
-        return {"status": "failed", "error": f"{type(err).__name__}: {err}"}
+        return float(value)
+    except ValueError:
+        return None
 
 
-def _slug(overrides: list[str]) -> str:
-    return re.sub(r"[^\w.=,+-]+", "_", ",".join(o for o in overrides if not o.startswith("hydra.")))[:150] or "defaults"
-
-
-def tune_task(fixed: list[str], points: list[list[str]] | None, root: Path, seeds: int) -> dict[str, Any]:
-    """Grid on val, then the best point retrained on train + val with ``seeds`` seeds, each tested once."""
-    reuse = "overwrite=true" not in fixed
-    points = points or _recipe_points(_compose(fixed))
-    for point in points:  # a mistyped key or option is refused before any run
-        check_overrides([*fixed, *point])
-    scored = []
-    for i, point in enumerate(points):
-        result = _run([*fixed, *point, "data.protocol=tune"], root / "grid" / str(i), reuse)
-        val = result.get("selection", {}).get("val_acc1") if result.get("status") == "ok" else None
-        scored.append({"overrides": point, "val_acc1": val, "status": result.get("status")})
-        print(f"[{i + 1}/{len(points)}] {' '.join(point) or '(defaults)'}: val acc1 "
-              f"{'failed' if val is None else f'{100 * val:.2f}%'}", flush=True)
-    ok = [s for s in scored if s["val_acc1"] is not None]
+def choose(points: list[list[str]], jobs: list[Job]) -> dict[str, Any]:
+    """The point with the best last-epoch val accuracy; ties, and a choice on the grid's edge, noted."""
+    scored = [{"overrides": p, "val_acc1_last": j.result.get("selection", {}).get("last_val_acc1"),
+               "val_acc1_best_epoch": j.result.get("selection", {}).get("val_acc1"),
+               "status": j.result.get("status"), "folder": str(j.folder)} for p, j in zip(points, jobs)]
+    ok = [s for s in scored if s["status"] == "ok" and s["val_acc1_last"] is not None]
     if not ok:
-        raise TuneError(f"every grid run failed; see {root / 'grid'}")
-    best = max(ok, key=lambda s: s["val_acc1"])
-    finals = [_run([*fixed, *best["overrides"], "data.protocol=final", f"seed={seed}"], root / "final" / f"seed{seed}",
-                   reuse) for seed in range(seeds)]
-    tests = [f["test"]["acc1"] for f in finals if f.get("status") == "ok" and f.get("test")]
-    summary = {"fixed": fixed, "grid": scored, "chosen": best["overrides"], "chosen_val_acc1": best["val_acc1"],
-               "final_test_acc1": tests, "final_failed": seeds - len(tests),
-               "final_dirs": [str(root / "final" / f"seed{s}") for s in range(seeds)]}
-    write_atomically(root / "tune_final.json", lambda tmp: tmp.write_text(json.dumps(summary, indent=2)))
-    return summary
+        raise TuneError(f"every grid run failed; see {Path(jobs[0].folder).parent}")
+    top = max(s["val_acc1_last"] for s in ok)
+    ties = [s for s in ok if s["val_acc1_last"] == top]
+    best = max(ties, key=lambda s: s["val_acc1_best_epoch"] or 0.0)  # max keeps the first in grid order
+    edge = []
+    for i, chosen in enumerate(best["overrides"]):
+        key, value = chosen.split("=", 1)
+        values = [_number(p[i].split("=", 1)[1]) for p in points]
+        if None not in values and len(set(values)) > 2 and _number(value) in (min(values), max(values)):
+            edge.append(f"{chosen} is the {'smallest' if _number(value) == min(values) else 'largest'} value of "
+                        f"{key} in the grid: the optimum may lie beyond it")
+    return {"grid": scored, "chosen": best["overrides"], "chosen_val_acc1_last": top,
+            "ties": [s["overrides"] for s in ties] if len(ties) > 1 else [], "edge": edge,
+            "rule": "best val accuracy at the last epoch; ties: best-epoch val accuracy, then grid order"}
 
 
-class TuneError(SptError):
-    """The protocol cannot go on (every grid run failed)."""
+def study_folder(fixed: list[str]) -> Path:
+    """``<log_dir>/tune/<the command, cut>-<hash of the whole command>``."""
+    text = ",".join(fixed)
+    return (Path(compose_train(fixed).paths.log_dir) / "tune" /
+            f"{_slug(text, 80)}-{hashlib.sha256(text.encode()).hexdigest()[:8]}")
 
 
 def tune_final(overrides: list[str], root: Path | None = None, seeds: int = 3) -> dict[str, dict[str, Any]]:
-    """Tune → final for each task; returns ``{task: summary}`` and prints the table."""
+    """Grid → choice on val → final seeds for each task, through Hydra's launcher; returns
+    ``{task: summary}`` and prints the table."""
+    hydra_args, overrides = launcher_overrides(overrides)
+    check_launcher(hydra_args)
     fixed, points = grid(overrides)
     tasks, points = _tasks(fixed, points)
-    points = None if points == [[]] else points
-    fixed = [o for o in fixed if not (tasks and o.startswith("task="))]
-    root = root or Path(_compose(fixed).paths.log_dir) / "tune" / _slug(fixed)
+    tasks = tasks or [f"task={compose_train(fixed).task.name}"]
+    root = Path(root or study_folder(fixed)).absolute()
+    fixed = [o for o in fixed if not o.startswith("task=")]
+    overwrite = "overwrite=true" in fixed
+    grids = {}
+    for task in tasks:  # every grid point of every task is checked before any run
+        grids[task] = points if points != [[]] else _recipe_points(compose_train([*fixed, task]))
+        for point in grids[task]:
+            check_overrides([*fixed, task, *point])
     summaries = {}
-    for task in tasks or [None]:
-        where = root / task.split("=", 1)[1].replace("/", "_") if task else root
-        name = task.split("=", 1)[1] if task else _compose(fixed).task.name
-        summaries[name] = tune_task([*fixed, *([task] if task else [])], points, where, seeds)
+    with hydra_launcher(hydra_args, root) as launch:
+        names = {task: task.split("=", 1)[1] for task in tasks}
+        jobs = {task: [plan([*fixed, task, *p, "data.protocol=tune"], root, f"{_slug(names[task], 40)}/grid",
+                            _label(p)) for p in grids[task]] for task in tasks}
+        run_phase(launch, [j for js in jobs.values() for j in js], overwrite, "grid")
+        choices = {task: choose(grids[task], jobs[task]) for task in tasks}
+        finals = {task: [plan([*fixed, task, *c["chosen"], "data.protocol=final", f"seed={seed}",
+                               f"tuned=[{','.join(o.split('=', 1)[0] for o in c['chosen'])}]"],
+                              root, f"{_slug(names[task], 40)}/final", f"seed{seed}") for seed in range(seeds)]
+                  for task, c in choices.items()}
+        run_phase(launch, [j for js in finals.values() for j in js], overwrite, "final")
+    for task, choice in choices.items():
+        ok = [j.result for j in finals[task] if j.result.get("status") == "ok" and j.result.get("test")]
+        summary = {"fixed": fixed, **choice, "final_test_acc1": [r["test"]["acc1"] for r in ok],
+                   "final_failed": seeds - len(ok), "final_dirs": [str(j.folder) for j in finals[task]]}
+        write_atomically(root / _slug(names[task], 40) / "tune_final.json",
+                         lambda tmp: tmp.write_text(json.dumps(summary, indent=2)))
+        summaries[names[task]] = summary
     print(table(summaries, seeds))
+    print(f"study folder: {root}\nthe report beside the published numbers: python -m spt_lightning.report {root}")
     return summaries
 
 
 def table(summaries: dict[str, dict[str, Any]], seeds: int) -> str:
-    lines = [f"| task | chosen on val | val acc. (%) | test acc. (%, {seeds} seeds, last epoch) |", "| --- | --- | --- | --- |"]
-    means = []
+    lines = [f"| task | chosen on val (last epoch) | val acc. (%) | test acc. (%, {seeds} seeds, last epoch) |",
+             "| --- | --- | --- | --- |"]
+    means, notes = [], []
     for task, s in summaries.items():
         tests = [100 * t for t in s["final_test_acc1"]]
         cell = "failed" if not tests else f"{statistics.mean(tests):.2f}" + (
@@ -155,16 +236,20 @@ def table(summaries: dict[str, dict[str, Any]], seeds: int) -> str:
             cell += f" ({s['final_failed']} failed)"
         if tests:
             means.append(statistics.mean(tests))
-        lines.append(f"| {task} | {' '.join(s['chosen']) or '(defaults)'} | {100 * s['chosen_val_acc1']:.2f} | {cell} |")
+        lines.append(f"| {task} | {' '.join(s['chosen']) or '(defaults)'} | {100 * s['chosen_val_acc1_last']:.2f} "
+                     f"| {cell} |")
+        if s["ties"]:
+            notes.append(f"{task}: {len(s['ties'])} points tie on val ({'; '.join(' '.join(t) for t in s['ties'])})")
+        notes += [f"{task}: {e}" for e in s["edge"]]
     if len(summaries) > 1 and means:
         lines.append(f"| mean of {len(means)} tasks | | | {statistics.mean(means):.2f} |")
-    return "\n".join(lines)
+    return "\n".join(lines + [f"note: {n}" for n in notes])
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m spt_lightning.tune", description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3, help="final runs per task (seeds 0..N-1; VPT used 5)")
-    parser.add_argument("--out", type=Path, default=None, help="folder (default: <log_dir>/tune/<the command>)")
+    parser.add_argument("--out", type=Path, default=None, help="study folder (default: <log_dir>/tune/<the command>)")
     args, overrides = parser.parse_known_args(argv)
     if args.seeds < 1:
         parser.error("--seeds must be >= 1")

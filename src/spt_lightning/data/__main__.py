@@ -10,22 +10,22 @@ from .datasets import DataError
 
 
 def _task_config(overrides: list[str]) -> dict:
-    from hydra import compose, initialize_config_module
     from omegaconf import OmegaConf
 
-    with initialize_config_module(version_base="1.3", config_module="spt_lightning.conf"):
-        cfg = compose("train", overrides=overrides)
-    return OmegaConf.to_container(cfg.task, resolve=True)
+    from ..config import compose_train
+
+    return OmegaConf.to_container(compose_train(overrides).task, resolve=True)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m spt_lightning.data", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     prep = sub.add_parser("prepare", help="write split files from an official download")
-    prep.add_argument("task", help="fgvc/{cub,nabirds,flowers,dogs,cars} or vtab/{cifar100,svhn,dtd,flowers102,pets,eurosat}")
-    prep.add_argument("--raw", required=True, type=Path, help="the official download (FGVC) or torchvision root (VTAB)")
+    prep.add_argument("task", help="fgvc/{cub,nabirds,flowers,dogs,cars} or vtab/<any of the 19 VTAB-1k tasks>")
+    prep.add_argument("--raw", required=True, type=Path,
+                      help="the official download (FGVC) or the tensorflow-datasets data_dir (VTAB)")
     prep.add_argument("--out", type=Path, help="output folder (FGVC: default --raw; VTAB: required)")
-    prep.add_argument("--seed", type=int, default=0, help="seed of the val carve-out / VTAB sampling")
+    prep.add_argument("--seed", type=int, default=0, help="seed of the FGVC val carve-out (VTAB's splits are defined)")
     prep.add_argument("--force", action="store_true", help="overwrite split files that exist")
     chk = sub.add_parser("check", help="validate a task's data folder (Hydra overrides, e.g. task=fgvc/cub)")
     chk.add_argument("overrides", nargs="*")
@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
             if kind == "fgvc":
                 counts = prepare_fgvc(name, args.raw, args.out, seed=args.seed, force=args.force)
             elif kind == "vtab" and args.out is not None:
-                counts = prepare_vtab(name, args.raw, args.out, seed=args.seed, force=args.force)
+                counts = prepare_vtab(name, args.raw, args.out, force=args.force)
             else:
                 raise DataError("prepare takes fgvc/<name> or vtab/<name> (with --out for VTAB)")
             print(f"{args.task}: " + ", ".join(f"{s} {n}" for s, n in counts.items()))

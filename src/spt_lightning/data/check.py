@@ -7,6 +7,7 @@ from typing import Any
 
 from PIL import Image
 
+from . import vtab1k
 from .datasets import DataError
 from .tasks import SPLIT_FILES, SPLIT_READERS, SPLITS, folder_items, require_data_dir
 
@@ -22,21 +23,28 @@ def _readable(path: Path) -> str | None:
 
 def check_task(task: dict[str, Any]) -> dict[str, Any]:
     """Counts per split and a list of problems (each names a file and what is wrong with it)."""
+    if task["kind"] not in (*SPLIT_READERS, "folder"):
+        raise DataError(f"task {task['name']} ({task['kind']}) is built in memory: nothing to check on disk")
     root = require_data_dir(task)
     if task["kind"] == "folder":
         lists = {s: folder_items(root, s)[1] if (root / s).is_dir() else None for s in SPLITS}
         image_dir, num_classes = root, task.get("num_classes") or 10**9
         files = {s: root / s for s in lists}
-    elif task["kind"] in SPLIT_READERS:
+    else:
         names = dict(SPLIT_FILES[task["kind"]])
         if task["kind"] == "vtab":
-            names["train+val"] = "train800val200.txt"
+            names["train+val"] = vtab1k.SPLIT_FILES[vtab1k.OUR_SPLITS["train+val"]]
         files = {s: root / n for s, n in names.items()}
         lists = {s: SPLIT_READERS[task["kind"]](p) if p.is_file() else None for s, p in files.items()}
         image_dir, num_classes = root / task.get("image_dir", ""), task["num_classes"]
-    else:
-        raise DataError(f"task {task['name']} ({task['kind']}) is built in memory: nothing to check on disk")
     problems, counts = [], {}
+    if task["kind"] == "vtab" and (short := task["name"].split("/", 1)[1]) in vtab1k.TASKS:
+        sizes = vtab1k.expected_sizes(short)
+        expected = {split: sizes[vtab1k.OUR_SPLITS[split]] for split in names}
+        for split, size in expected.items():
+            if lists.get(split) is not None and len(lists[split]) != size:
+                problems.append(f"{files[split]} lists {len(lists[split])} images; VTAB-1k's {split} split of "
+                                f"{short} has {size}: not the standard split (`prepare {task['name']}` writes it)")
     for split, items in lists.items():
         if items is None:
             problems.append(f"missing: {files[split]}")

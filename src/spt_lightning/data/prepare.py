@@ -3,6 +3,9 @@
 FGVC (VPT style): ``{train,val,test}.json`` with ``{"relative/path.jpg": class_id}`` written into the
 dataset folder. Where the official data has no validation split (CUB, NABirds, Stanford Dogs, Stanford
 Cars) a seeded 10% of the official train split becomes val, per class, as VPT did.
+
+VTAB-1k: the four split lists of the community ``vtab-1k`` layout, from VTAB's own split definitions
+(``vtab1k.py``) read through tensorflow-datasets.
 """
 
 from __future__ import annotations
@@ -14,8 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
+from PIL import Image
+
 from ..files import write_atomically
+from . import vtab1k
 from .datasets import DataError
+from .provenance import PROVENANCE
 
 Items = list[tuple[str, int]]
 VAL_FRACTION = 0.1
@@ -123,90 +130,68 @@ def prepare_fgvc(name: str, raw: Path, out: Path | None = None, seed: int = 0, f
     for split, path in targets.items():
         text = json.dumps(dict(splits[split]), indent=0)
         write_atomically(path, lambda tmp: tmp.write_text(text))
+    how = (f"fgvc/{name}: the official test split; train + val = the official train split (val "
+           + ("official)" if name == "flowers" else f"a seeded {VAL_FRACTION:.0%} of each class, seed {seed})"))
+    write_atomically(out / PROVENANCE, lambda tmp: tmp.write_text(json.dumps({"standard": True, "how": how}, indent=2)))
     return {split: len(splits[split]) for split in ("train", "val", "test")}
 
 
-# ---- VTAB-1k from raw datasets that torchvision reads from disk -------------------------------------------
-# Sampling (seeded, documented): train800 from the official train split; val200 from the official val
-# split where there is one, else from the rest of train; test = the whole official test split. Datasets
-# with no official test split keep a seeded 20% of all images as test (VTAB's convention for EuroSAT).
-VTAB_SIZES = {"train": 800, "val": 200}
-NO_TEST_FRACTION = 0.2
+# ---- VTAB-1k: VTAB's own split definitions, read through tensorflow-datasets -----------------------------
+def _rgb(image: np.ndarray, gray: int) -> Image.Image:
+    if gray:
+        image = np.repeat(image[..., :1] * (255 if gray == 255 else 1), 3, axis=-1)
+    return Image.fromarray(np.asarray(image, dtype=np.uint8))
 
 
-def _tv(name: str, **kwargs):
-    def build(root: Path, split: str | None):
-        import torchvision.datasets as tvd
-
-        args = dict(kwargs)
-        if split is not None:
-            args.update({"train": split == "train"} if name in ("CIFAR100",) else {"split": split})
-        return getattr(tvd, name)(str(root), download=False, **args)
-
-    return build
+def _split_sizes(builder) -> dict[str, int]:
+    """The TFDS dataset's split sizes, from which task_adaptation's slices are computed."""
+    return {split: info.num_examples for split, info in builder.info.splits.items()}
 
 
-# task → (torchvision builder, {our split: official split or None})
-VTAB_SOURCES: dict[str, tuple[Callable, dict[str, str | None]]] = {
-    "cifar100": (_tv("CIFAR100"), {"train": "train", "test": "test"}),
-    "svhn": (_tv("SVHN"), {"train": "train", "test": "test"}),
-    "dtd": (_tv("DTD"), {"train": "train", "val": "val", "test": "test"}),
-    "flowers102": (_tv("Flowers102"), {"train": "train", "val": "val", "test": "test"}),
-    "pets": (_tv("OxfordIIITPet"), {"train": "trainval", "test": "test"}),
-    "eurosat": (_tv("EuroSAT"), {"all": None}),
-}
-
-
-def _load(builder, root: Path, split: str | None, task: str):
+def prepare_vtab(name: str, raw: Path | None, out: Path, force: bool = False) -> dict[str, int]:
+    """Write ``images/`` and the four split lists of VTAB-1k task ``name`` into ``out``: train800, val200
+    and test as task_adaptation slices them from the TFDS dataset (``raw``: its TFDS ``data_dir``;
+    downloaded there when absent and the dataset can be), train800val200 = train800 + val200."""
+    if name not in vtab1k.TASKS:
+        raise DataError(f"unknown VTAB-1k task '{name}'; choose one of {', '.join(vtab1k.TASKS)}")
     try:
-        return builder(root, split)
-    except RuntimeError as err:  # torchvision: "Dataset not found or corrupted"
-        raise DataError(f"torchvision cannot read vtab/{task} from {root}: {err}. --raw must be the folder "
-                        f"that torchvision's own download would create (its root).") from err
-
-
-def prepare_vtab(name: str, raw: Path, out: Path, seed: int = 0, force: bool = False) -> dict[str, int]:
-    """Write ``images/`` and the four split lists of VTAB-1k task ``name`` into ``out``."""
-    if name not in VTAB_SOURCES:
-        raise DataError(f"prepare vtab/{name} is not supported (torchvision cannot read it from disk); supported: "
-                        f"{', '.join(VTAB_SOURCES)}. For the others use the community vtab-1k folders.")
+        import tensorflow_datasets as tfds
+    except ImportError as err:
+        raise DataError("prepare vtab/... reads VTAB's own splits through tensorflow-datasets: "
+                        "pip install 'spt-lightning[vtab]'") from err
     out = Path(out)
-    lists = {s: out / f"{s}.txt" for s in ("train800", "val200", "train800val200", "test")}
-    _refuse_overwrite(lists.values(), force)
-    builder, splits = VTAB_SOURCES[name]
-    rng = np.random.default_rng(seed)
-    pools = {ours: _load(builder, Path(raw), official, name) for ours, official in splits.items()}
-    if "all" in pools:  # no official splits: a seeded test part first
-        everything = pools.pop("all")
-        order = rng.permutation(len(everything))
-        cut = int(round(NO_TEST_FRACTION * len(everything)))
-        pools = {"test": (everything, order[:cut]), "train": (everything, order[cut:])}
-    else:
-        pools = {s: (ds, np.arange(len(ds))) for s, ds in pools.items()}
-    train_ds, train_idx = pools["train"]
-    picked = rng.permutation(train_idx)
-    chosen = {"train800": (train_ds, picked[: VTAB_SIZES["train"]])}
-    if "val" in pools:
-        val_ds, val_idx = pools["val"]
-        chosen["val200"] = (val_ds, rng.permutation(val_idx)[: VTAB_SIZES["val"]])
-    else:
-        chosen["val200"] = (train_ds, picked[VTAB_SIZES["train"] : VTAB_SIZES["train"] + VTAB_SIZES["val"]])
-    chosen["test"] = pools["test"]
-    if len(chosen["train800"][1]) < VTAB_SIZES["train"] or len(chosen["val200"][1]) < VTAB_SIZES["val"]:
-        raise DataError(f"vtab/{name} under {raw} has too few training images for 800 + 200")
+    lists = {split: out / file for split, file in vtab1k.SPLIT_FILES.items()}
+    _refuse_overwrite([*lists.values(), out / PROVENANCE], force)
+    spec = vtab1k.TASKS[name]
+    try:
+        builder = tfds.builder(spec.tfds, data_dir=None if raw is None else str(raw))
+        builder.download_and_prepare()
+    except AssertionError as err:  # TFDS: "cannot be loaded at version X, only: Y"
+        raise DataError(f"tensorflow-datasets {tfds.__version__} cannot build {spec.tfds}, the version VTAB's "
+                        f"definitions name ({err}); another version may order its examples differently. Use a "
+                        f"tensorflow-datasets release that still builds it, or a community vtab-1k folder.") from err
+    except Exception as err:  # not there and not downloadable here, or a manual download missing
+        raise DataError(f"tensorflow-datasets cannot provide {spec.tfds} (data_dir {raw}): {type(err).__name__}: "
+                        f"{err}. Build it first where it can be downloaded (`tfds build {spec.tfds.split(':')[0]}`, "
+                        f"manual downloads in <data_dir>/downloads/manual), then pass that data_dir as --raw.") from err
+    expressions = spec.splits(_split_sizes(builder))
     written: dict[str, list[str]] = {}
-    for split, (dataset, indices) in chosen.items():
-        folder = out / "images" / split
-        folder.mkdir(parents=True, exist_ok=True)
+    for split in ("train800", "val200", "test"):
+        (out / "images" / split).mkdir(parents=True, exist_ok=True)
         rows = []
-        for i in indices.tolist():
-            image, label = dataset[i]
+        for i, example in enumerate(tfds.as_numpy(builder.as_dataset(split=expressions[split], shuffle_files=False))):
             rel = f"images/{split}/{i:06d}.png"
-            image.convert("RGB").save(out / rel)
-            rows.append(f"{rel} {int(label)}")
+            _rgb(example["image"], spec.gray).save(out / rel)
+            rows.append(f"{rel} {spec.label(example)}")
         written[split] = rows
     written["train800val200"] = written["train800"] + written["val200"]
     for split, path in lists.items():
         text = "\n".join(written[split]) + "\n"
         write_atomically(path, lambda tmp: tmp.write_text(text))
-    return {split: len(rows) for split, rows in written.items()}
+    counts = {split: len(rows) for split, rows in written.items()}
+    standard = counts == vtab1k.expected_sizes(name)
+    record = {"standard": standard, "how": f"VTAB-1k splits as task_adaptation defines them, from TFDS "
+              f"{builder.info.full_name}: " + ", ".join(f"{s} = {e}" for s, e in expressions.items())
+              + ("" if standard else f"; sizes {counts} differ from VTAB-1k's {vtab1k.expected_sizes(name)}")}
+    write_atomically(out / PROVENANCE, lambda tmp: tmp.write_text(json.dumps(record, indent=2)))
+    return counts

@@ -9,6 +9,8 @@ from typing import Any
 import numpy as np
 from torch.utils.data import Dataset
 
+from . import vtab1k
+
 from .datasets import (
     ArrayDataset,
     DataError,
@@ -53,7 +55,7 @@ def _synthetic(task, transforms, skip_corrupt=False) -> dict[str, Dataset]:
 
 SPLIT_FILES = {
     "fgvc": {"train": "train.json", "val": "val.json", "test": "test.json"},
-    "vtab": {"train": "train800.txt", "val": "val200.txt", "test": "test.txt"},
+    "vtab": {split: vtab1k.SPLIT_FILES[vtab1k.OUR_SPLITS[split]] for split in SPLITS},
 }
 SPLIT_READERS: dict[str, Callable[[Path], list[tuple[str, int]]]] = {"fgvc": read_json_split, "vtab": read_txt_split}
 
