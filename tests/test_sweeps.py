@@ -1,7 +1,10 @@
 """Sweeps, failure handling, W&B offline, report aggregates, the tune -> final recipe."""
 
 import json
+import os
 import statistics
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -54,7 +57,7 @@ def _fake(task, acc, seed, method="spt_deep", length=10):
     group = "fgvc" if task in FGVC else next(f"vtab_{g.lower()}" for g, ts in VTAB.items() if task in ts)
     return {"status": "ok", "task": task, "group": group, "method": method, "pretrain": "mae",
             "backbone": "vit_base_patch16_224",
-            "prompt_length": length, "seed": seed, "test": {"acc1": acc},
+            "prompt_length": length, "seed": seed, "test": {"acc1": acc}, "splits": {"standard": True, "how": "test"},
             "parameters": {"learnable": 10, "learnable_without_head": 5, "backbone": 1000}}
 
 
@@ -79,37 +82,112 @@ def test_group_means_and_both_overall_conventions(tmp_path):
     assert entry["groups"]["VTAB mean of 19 tasks"] != pytest.approx(entry["groups"]["VTAB mean of 3 groups"])
 
 
-def test_tune_then_final_picks_the_best_validation_config_and_resumes(tmp_path, monkeypatch):
-    from spt_lightning.tune import grid, tune_final
+def _study(tmp_path, *overrides, seeds=1):
+    from spt_lightning.tune import tune_final
+
+    return tune_final([*FAST, *overrides], root=tmp_path / "study", seeds=seeds)
+
+
+def _stamps(root):
+    return {p: p.stat().st_mtime_ns for p in root.rglob("results.json")}
+
+
+def test_tune_chooses_at_the_last_epoch_runs_finals_and_reports_them(tmp_path, monkeypatch):
+    from spt_lightning.tune import grid
 
     assert grid(["task=x", "optim.optimizer.lr=1,2", "seed=0,1"])[1] == [
         ["optim.optimizer.lr=1", "seed=0"], ["optim.optimizer.lr=1", "seed=1"],
         ["optim.optimizer.lr=2", "seed=0"], ["optim.optimizer.lr=2", "seed=1"]]
     monkeypatch.setenv("SPT_CACHE", str(tmp_path / "cache"))
-    summaries = tune_final([*FAST, "optim.optimizer.lr=1e-6,5e-2"], root=tmp_path / "tf", seeds=2)
-    assert list(summaries) == ["demo/synthetic"]
-    (summary,) = summaries.values()
-    vals = {tuple(s["overrides"]): s["val_acc1"] for s in summary["grid"]}
-    assert summary["chosen"] == list(max(vals, key=vals.get))
-    for seed in range(2):
-        final = json.loads((tmp_path / "tf" / "final" / f"seed{seed}" / "results.json").read_text())
-        assert final["protocol"] == "final" and final["seed"] == seed and final["selection"]["epoch"] == 2  # last
-        assert final["config"]["optim"]["optimizer"]["lr"] == float(summary["chosen"][0].split("=")[1])
-        assert final["test"]["acc1"] == summary["final_test_acc1"][seed]
-    for i in range(2):
-        grid_run = json.loads((tmp_path / "tf" / "grid" / str(i) / "results.json").read_text())
-        assert grid_run["protocol"] == "tune" and grid_run["test"] == {}  # never tested on test
-    # the report of the whole protocol: the final runs only (grid runs have no test), their seeds averaged
-    assert report_main([str(tmp_path / "tf"), "--out", str(tmp_path / "report")]) == 0
+    (summary,) = _study(tmp_path, "optim.optimizer.lr=1e-6,5e-2", seeds=2).values()
+    grid_runs = {tuple(g["overrides"]): json.loads((Path(g["folder"]) / "results.json").read_text()) for g in summary["grid"]}
+    scores = {k: r["selection"]["last_val_acc1"] for k, r in grid_runs.items()}
+    assert summary["chosen_val_acc1_last"] == max(scores.values()) and scores[tuple(summary["chosen"])] == max(scores.values())
+    assert all(r["protocol"] == "tune" and r["test"] == {} for r in grid_runs.values())  # never tested on test
+    finals = [json.loads((Path(d) / "results.json").read_text()) for d in summary["final_dirs"]]
+    assert [f["seed"] for f in finals] == [0, 1] and all(f["selection"]["epoch"] == 2 for f in finals)  # last epoch
+    assert all(f["config"]["optim"]["optimizer"]["lr"] == float(summary["chosen"][0].split("=")[1]) for f in finals)
+    assert all(f["config"]["tuned"] == ["optim.optimizer.lr"] for f in finals)
+    assert [f["test"]["acc1"] for f in finals] == summary["final_test_acc1"]
+    # the report of the study: the final runs only, their seeds averaged into one row
+    assert report_main([str(tmp_path / "study"), "--out", str(tmp_path / "report")]) == 0
     rows = [line for line in (tmp_path / "report" / "report.md").read_text().splitlines() if "| spt_deep |" in line]
     mean = statistics.mean(100 * t for t in summary["final_test_acc1"])
     assert len(rows) == 1 and f"{mean:.2f} ± " in rows[0]
     assert "Beside the published" not in (tmp_path / "report" / "report.md").read_text()  # a tiny ViT: none published
     # the same command again: every finished run is read back, none trained again
-    stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "tf").rglob("results.json")}
-    (again,) = tune_final([*FAST, "optim.optimizer.lr=1e-6,5e-2"], root=tmp_path / "tf", seeds=2).values()
-    assert again["final_test_acc1"] == summary["final_test_acc1"]
-    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "tf").rglob("results.json")} == stamps
+    stamps = _stamps(tmp_path / "study")
+    (again,) = _study(tmp_path, "optim.optimizer.lr=1e-6,5e-2", seeds=2).values()
+    assert again["final_test_acc1"] == summary["final_test_acc1"] and _stamps(tmp_path / "study") == stamps
+
+
+@pytest.mark.slow
+def test_a_study_reuses_a_run_only_for_its_own_settings(tmp_path, monkeypatch):
+    """The issue's sequence: a second grid trains its own points and reports its own numbers; a changed
+    setting far inside a long command line is another run; a folder of other settings is refused."""
+    from spt_lightning.settings import digest
+    from spt_lightning.tune import TuneError
+
+    monkeypatch.setenv("SPT_CACHE", str(tmp_path / "cache"))
+    (first,) = _study(tmp_path, "optim.optimizer.lr=0.02,0.001").values()
+    stamps = _stamps(tmp_path / "study")
+    (second,) = _study(tmp_path, "optim.optimizer.lr=1e-6,5e-6").values()
+    assert second["chosen"][0] in ("optim.optimizer.lr=1e-06", "optim.optimizer.lr=5e-06")
+    trained = {Path(g["folder"]) for g in second["grid"]} | {Path(d) for d in second["final_dirs"]}
+    assert not trained & {p.parent for p in stamps}  # nothing of the first study was read as the second's
+    for g in second["grid"]:
+        run = json.loads((Path(g["folder"]) / "results.json").read_text())
+        assert run["config"]["optim"]["optimizer"]["lr"] == float(g["overrides"][0].split("=")[1])
+    assert _stamps(tmp_path / "study").items() >= stamps.items()  # the first study's runs are kept as they were
+    long = ["recipe.grid={optim.optimizer.lr: [0.02]}", *(f"prompt.dropout=0.0{i}" for i in range(1, 10))]
+    (a,) = _study(tmp_path, *long, "init.kmeans_iters=20").values()
+    (b,) = _study(tmp_path, *long, "init.kmeans_iters=19").values()
+    assert a["final_dirs"] != b["final_dirs"] and a["grid"][0]["folder"] != b["grid"][0]["folder"]
+    # a finished run of other settings in a run's folder: refused, nothing run
+    folder = Path(a["grid"][0]["folder"])
+    stored = json.loads((folder / "results.json").read_text())
+    stored["config"]["optim"]["optimizer"]["lr"] = 0.5
+    (folder / "results.json").write_text(json.dumps(stored))
+    before = _stamps(tmp_path / "study")
+    with pytest.raises(TuneError, match=r"other settings \(optim.optimizer.lr: 0.5 -> 0.02\)"):
+        _study(tmp_path, *long, "init.kmeans_iters=20")
+    assert _stamps(tmp_path / "study") == before and digest(stored["config"]) not in str(folder)
+
+
+@pytest.mark.slow
+def test_study_on_the_joblib_launcher_and_resumed_on_the_basic_one(tmp_path):
+    """Two tasks' grids as one batch of 2 side-by-side jobs; a deleted run is all that a rerun trains."""
+    env = {"SPT_LOG_DIR": str(tmp_path / "logs"), "SPT_CACHE": str(tmp_path / "cache"), "WANDB_MODE": "offline"}
+    args = [*FAST, "task=demo/synthetic,demo/synthetic8", "optim.optimizer.lr=0.02,0.001", "--seeds", "1",
+            "--out", str(tmp_path / "study")]
+    run = lambda *extra: subprocess.run([sys.executable, "-m", "spt_lightning.tune", *args, *extra],  # noqa: E731
+                                        capture_output=True, text=True, env={**os.environ, **env}, timeout=600)
+    done = run("hydra/launcher=joblib", "hydra.launcher.n_jobs=2")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "Joblib.Parallel(n_jobs=2" in done.stdout + done.stderr and "| mean of 2 tasks |" in done.stdout
+    results = sorted((tmp_path / "study").rglob("results.json"))
+    assert len(results) == 6 and all(json.loads(p.read_text())["status"] == "ok" for p in results)
+    stamps = _stamps(tmp_path / "study")
+    victim = next(p for p in results if "/final/" in str(p)).parent
+    __import__("shutil").rmtree(victim)
+    done = run()  # the basic launcher (the default)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "grid: 4 run(s), 4 finished before and reused, 0 to run" in done.stdout
+    assert "final: 2 run(s), 1 finished before and reused, 1 to run" in done.stdout
+    after = _stamps(tmp_path / "study")
+    assert {p for p in after if after[p] != stamps.get(p)} == {victim / "results.json"}
+
+
+def test_a_launcher_without_its_plugin_is_one_line_naming_the_extra(tmp_path, monkeypatch):
+    from spt_lightning.config import ConfigError, check_overrides
+    from spt_lightning.tune import tune_final
+
+    with pytest.raises(ConfigError, match=r"hydra/launcher=ray: the launcher plugin is not installed"):
+        tune_final([*FAST, "hydra/launcher=ray"], root=tmp_path / "study")
+    assert not (tmp_path / "study").exists()
+    monkeypatch.setitem(__import__("spt_lightning.config").config.LAUNCHER_EXTRAS, "ray", "ray")
+    with pytest.raises(ConfigError, match=r"pip install 'spt-lightning\[ray\]'"):
+        check_overrides(["-m", "hydra/launcher=ray"][1:])
 
 
 def test_tune_takes_the_recipes_grid_and_tunes_each_task(tmp_path, monkeypatch, capsys):
@@ -121,9 +199,25 @@ def test_tune_takes_the_recipes_grid_and_tunes_each_task(tmp_path, monkeypatch, 
     assert list(summaries) == ["demo/synthetic", "demo/synthetic8"]
     for task, s in summaries.items():
         assert [g["overrides"] for g in s["grid"]] == [["optim.optimizer.lr=0.05"]]
-        final = json.loads((tmp_path / "tf" / task.replace("/", "_") / "final" / "seed0" / "results.json").read_text())
+        final = json.loads((Path(s["final_dirs"][0]) / "results.json").read_text())
         assert final["task"] == task and final["protocol"] == "final"
+        assert (tmp_path / "tf" / task.replace("/", "_") / "tune_final.json").is_file()
     assert "| mean of 2 tasks |" in capsys.readouterr().out
+
+
+def test_choice_reports_ties_and_an_optimum_on_the_grids_edge():
+    from spt_lightning.tune import Job, choose
+
+    points = [[f"optim.optimizer.lr={lr}"] for lr in (1e-3, 5e-3, 2e-2)]
+    jobs = [Job(p, {}, Path(f"/g{i}"), f"g{i}", {"status": "ok", "selection": {"last_val_acc1": last, "val_acc1": best}})
+            for i, (p, last, best) in enumerate(zip(points, (0.5, 0.9, 0.9), (0.6, 0.91, 0.95)))]
+    c = choose(points, jobs)
+    assert c["chosen"] == ["optim.optimizer.lr=0.02"] and c["ties"] == points[1:]  # tie broken by the best epoch
+    assert c["edge"] == ["optim.optimizer.lr=0.02 is the largest value of optim.optimizer.lr in the grid: the optimum "
+                         "may lie beyond it"]
+    jobs[1].result["selection"]["last_val_acc1"] = 0.95
+    c = choose(points, jobs)
+    assert c["chosen"] == points[1] and c["ties"] == [] and c["edge"] == []
 
 
 def test_tune_grid_takes_hydra_sweeps_and_refuses_a_bad_axis_before_any_run(tmp_path):
@@ -175,36 +269,43 @@ def test_published_numbers_are_well_formed_and_consistent():
         assert 0 < float(row["top1"]) <= 100
     assert len(published("vpt_deep", "sup_in21k", "vit_base_patch16_224")) == 24  # 19 VTAB + 5 FGVC tasks
     final = ("vpt_deep", "sup_in21k", "vit_base_patch16_224", 50, (("data.protocol", '"final"'),))
-    numbers = published_for(final)
+    numbers = published_for(final, {"standard": True})
     for title, paper in (("VTAB Natural", 78.48), ("VTAB Specialized", 82.43), ("VTAB Structured", 54.98),
                          ("FGVC", 89.11)):
         assert numbers[title] == (pytest.approx(paper, abs=0.05), "computed")
-    assert published_for(final[:4] + ((("data.protocol", '"select"'),),)) == {}  # another protocol: no match
+    assert published_for(final[:4] + ((("data.protocol", '"select"'),),), {"standard": True}) == {}  # another protocol
+    assert published_for(final, {"standard": False}) == {}  # splits other than the papers': no published number
 
 
 def test_report_puts_published_numbers_beside_a_matching_setting(tmp_path):
     from spt_lightning.report import markdown
 
-    for method, protocol in (("vpt_deep", "final"), ("vpt_deep", "select"), ("spt_deep", "final")):
-        for seed, acc in ((0, 0.79), (1, 0.81)):
+    for method, protocol, standard in (("vpt_deep", "final", True), ("vpt_deep", "select", True),
+                                       ("spt_deep", "final", True), ("vpt_deep", "final", False)):
+        for seed, acc in ((0, 0.79), (1, 0.81), (1, 0.9)):  # the third repeats seed 1 (read last): flagged, not averaged
             run = _fake("vtab/cifar100", acc, seed, method=method) | {"pretrain": "sup_in21k"}
-            run["config"] = {"data": {"protocol": protocol}, "method": {"name": method}}
-            folder = tmp_path / f"{method}-{protocol}-{seed}"
+            run["config"] = {"data": {"protocol": protocol, "fraction": 1.0 if standard else 0.5},
+                             "method": {"name": method}}
+            run["splits"] = {"standard": standard, "how": "test"}
+            folder = tmp_path / f"{method}-{protocol}-{standard}-{seed}-{acc}"
             folder.mkdir()
             (folder / "results.json").write_text(json.dumps(run))
     table = markdown(aggregate(load_runs([tmp_path])), [])
+    assert "4 run(s) repeat the seed of another run of their setting and task (counted once)" in table
     beside = [line for line in table.splitlines() if "| vtab/cifar100 | 80.00 |" in line]
     assert beside == ["| vpt_deep | sup_in21k | vit_base_patch16_224 | 10 | vtab/cifar100 | 80.00 | 78.80 | +1.20 | [1] |"]
     assert "[1] VPT (Jia et al., ECCV 2022" in table
     assert report_main([str(tmp_path), "--out", str(tmp_path / "r")]) == 0
     rows = list(__import__("csv").DictReader((tmp_path / "r" / "report.csv").open()))
     assert sorted((r["method"], r["published"]) for r in rows if r["task"] == "vtab/cifar100") == [
-        ("spt_deep", ""), ("vpt_deep", ""), ("vpt_deep", "78.80")]
+        ("spt_deep", ""), ("vpt_deep", ""), ("vpt_deep", ""), ("vpt_deep", "78.80")]
+    assert {r["seeds"] for r in rows if r["task"] == "vtab/cifar100"} == {"2"}  # distinct seeds
 
 
 @pytest.mark.parametrize("benchmark,tasks", [("fgvc", FGVC), ("vtab", [t for ts in VTAB.values() for t in ts])])
 def test_paper_experiments_tune_every_task_of_the_benchmark_on_its_recipe_grid(benchmark, tasks):
-    from spt_lightning.tune import _compose, _recipe_points, _tasks
+    from spt_lightning.config import compose_train as _compose
+    from spt_lightning.tune import _recipe_points, _tasks
 
     fixed = [f"experiment=paper/{benchmark}", "pretrain=mae", "method=spt_deep"]
     found, _ = _tasks(fixed, [[]])
@@ -215,3 +316,32 @@ def test_paper_experiments_tune_every_task_of_the_benchmark_on_its_recipe_grid(b
     points = _recipe_points(cfg)
     assert len(points) == __import__("math").prod(map(len, axes.values())) > 1
     assert all(o.split("=")[1] in axes[o.split("=")[0]] for p in points for o in p)
+
+
+def test_report_of_a_study_reads_each_tasks_chosen_values_as_a_choice(tmp_path):
+    """Final runs whose lr was chosen per task form one setting (group means and all) when they say
+    ``tuned``; without it each lr would be a setting of its own."""
+    vtab = [t for ts in VTAB.values() for t in ts]
+    for tuned in (["optim.optimizer.lr"], []):
+        runs = []
+        for i, task in enumerate(vtab):
+            run = _fake(task, 0.5 + 0.01 * i, 0)
+            run["config"] = {"tuned": tuned, "optim": {"optimizer": {"lr": [1e-3, 5e-3][i % 2]}},
+                             "data": {"protocol": "final"}}
+            runs.append(run)
+        entries = aggregate(runs)
+        if tuned:
+            (entry,) = entries.values()
+            assert entry["groups"]["VTAB mean of 19 tasks"] == pytest.approx(statistics.mean(
+                100 * (0.5 + 0.01 * i) for i in range(19)))
+        else:
+            assert len(entries) == 2 and all(e["groups"]["VTAB Natural"] is None for e in entries.values())
+
+
+def test_a_task_list_naming_an_unknown_task_is_refused_before_any_run(tmp_path):
+    from spt_lightning.config import ConfigError
+    from spt_lightning.tune import tune_final
+
+    with pytest.raises(ConfigError, match="task=vtab/nope is not an option"):
+        tune_final(["debug=fast", "task=demo/synthetic,vtab/nope"], root=tmp_path / "study")
+    assert not (tmp_path / "study").exists()

@@ -53,8 +53,9 @@ VTAB = {GROUP_TITLES[g].removeprefix("VTAB "): tasks for g, tasks in GROUPS.item
 SETTING = ("method", "pretrain", "backbone", "prompt_length")
 # Beside the keys that never change a result (settings.NEUTRAL), what does not make a run another setting:
 # its seed (runs that differ only in it are averaged), its task (a column), and the keys that `tune` chose
-# for its task (``tuned``: a per-task choice, so a study's final runs form one setting).
-NOT_SETTING = ("seed", "init.seed", "task.", "tuned")
+# for its task (``tuned``: a per-task choice, so a study's final runs form one setting). The prototype-init
+# callback's node is the ``init`` node again (``callbacks.prototype_init: ${init}``), compared there.
+NOT_SETTING = ("seed", "init.seed", "task.", "tuned", "callbacks.prototype_init.")
 
 
 def setting_of(run: dict[str, Any]) -> tuple:
