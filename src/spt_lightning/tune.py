@@ -196,7 +196,8 @@ def tune_final(overrides: list[str], root: Path | None = None, seeds: int = 3) -
     fixed = [o for o in fixed if not o.startswith("task=")]
     overwrite = "overwrite=true" in fixed
     grids = {}
-    for task in tasks:  # every grid point of every task is checked before any run
+    for task in tasks:  # every task and grid point is checked before any run
+        check_overrides([*fixed, task])
         grids[task] = points if points != [[]] else _recipe_points(compose_train([*fixed, task]))
         for point in grids[task]:
             check_overrides([*fixed, task, *point])
