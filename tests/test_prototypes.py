@@ -172,7 +172,7 @@ class _DataModule(L.LightningDataModule):
                 dm.passes += 1
                 return super().__iter__()
 
-        return CountingLoader(TensorDataset(self.x, self.y), batch_size=8)
+        return CountingLoader(TensorDataset(self.x, self.y), batch_size=batch_size or 8)
 
     def train_dataloader(self):
         return DataLoader(TensorDataset(self.x, self.y), batch_size=8)
@@ -228,6 +228,24 @@ def test_callback_writes_prototypes_in_place_and_caches(tmp_path):
     cb4 = PrototypeInit("kmeans", tokens_per_prompt=None, layer0="embedded", kmeans_iters=5, seed=3, cache_dir=str(tmp_path / "cache"))
     _, dm4, _, _ = _fit(tmp_path, cb4, model=_model(length=2), attention="fused")  # the kernel rounds differently
     assert dm4.passes == 1 and cb4.stats["cache"] == "miss"
+
+
+def test_the_sampled_tokens_do_not_depend_on_the_batch_size(tmp_path):
+    """The reservoir on (8 of 1,024 tokens per layer): batches of 8 or 16 sample the same tokens, so their
+    prototypes agree and a cache entry written at one batch size is what the other would compute."""
+    runs = {}
+    for batch in (8, 16, 4):
+        cb = PrototypeInit("kmeans", tokens_per_prompt=4, kmeans_iters=5, seed=3, batch_size=batch)
+        _, _, runs[batch], _ = _fit(tmp_path / str(batch), cb, model=_model(length=2))
+        assert [s["tokens"] for s in cb.stats["layers"]] == [8] * 3
+    torch.testing.assert_close(runs[16], runs[8], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(runs[4], runs[8], rtol=1e-5, atol=1e-5)
+    cached = PrototypeInit("kmeans", tokens_per_prompt=4, kmeans_iters=5, seed=3, batch_size=8, cache_dir=str(tmp_path / "c"))
+    _fit(tmp_path / "c8", cached, model=_model(length=2))
+    hit = PrototypeInit("kmeans", tokens_per_prompt=4, kmeans_iters=5, seed=3, batch_size=16, cache_dir=str(tmp_path / "c"))
+    _, _, start, _ = _fit(tmp_path / "c16", hit, model=_model(length=2))
+    assert hit.stats["cache"] == "hit"
+    torch.testing.assert_close(start, runs[16], rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("per_prompt, kept", [(256, 512), (4, 8), (512, 1024)])

@@ -3,6 +3,7 @@ interrupted and failed runs recorded, and every bad input named."""
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import os
@@ -131,11 +132,14 @@ def test_a_killed_run_resumes_bit_identical_to_an_uninterrupted_one(tmp_path):
     whole = _run(tmp_path / "whole", *settings)
 
     cfg = _cfg(tmp_path / "killed", *settings)
-    with open_dict(cfg):
-        cfg.callbacks.crash = {"_target_": f"{__name__}.CrashAt", "epoch": 2}
-    with pytest.raises(RuntimeError, match="killed in epoch 2"):
-        train(cfg)
+    import spt_lightning.build as build
+
+    with pytest.MonkeyPatch.context() as patch:  # the kill is not a setting of the run
+        patch.setattr(build, "build_callbacks", lambda c, made=build.build_callbacks: [*made(c), CrashAt(2)])
+        with pytest.raises(RuntimeError, match="killed in epoch 2"):
+            train(cfg)
     last = tmp_path / "killed" / "checkpoints" / "last.ckpt"
+    rows_killed = (tmp_path / "killed" / "csv" / "metrics.csv").read_text().splitlines()
     assert torch.load(last, weights_only=False)["epoch"] == 1  # saved after every epoch, val or not
 
     resumed = _run(tmp_path / "killed", *settings)  # resume=auto: the same folder continues
@@ -146,6 +150,10 @@ def test_a_killed_run_resumes_bit_identical_to_an_uninterrupted_one(tmp_path):
     for key in prompts[0]:
         assert torch.equal(prompts[0][key], prompts[1][key]), key
     assert json.loads((tmp_path / "killed" / "results.json").read_text())["status"] == "ok"
+    # the resumed run appended to the killed run's metrics: the same rows as the uninterrupted run's
+    rows = {run: list(csv.DictReader((tmp_path / run / "csv" / "metrics.csv").open())) for run in ("whole", "killed")}
+    strip = lambda r: {k: v for k, v in r.items() if k != "init/time"}  # noqa: E731 (a duration)
+    assert len(rows_killed) > 2 and [strip(r) for r in rows["killed"]] == [strip(r) for r in rows["whole"]]
 
 
 def test_protocol_final_saves_every_epoch(tmp_path):
@@ -176,6 +184,37 @@ def test_an_unfinished_run_is_continued_or_refused(tmp_path):
         _run(tmp_path / "run", "resume=never")
     with pytest.raises(RunFolderError, match="does not exist"):
         _run(tmp_path / "other", f"resume={tmp_path / 'nowhere'}")
+
+
+def _killed(folder: Path, *overrides: str, epoch: int = 1) -> None:
+    import spt_lightning.build as build
+
+    with pytest.MonkeyPatch.context() as patch:  # the kill is not a setting of the run
+        patch.setattr(build, "build_callbacks", lambda c, made=build.build_callbacks: [*made(c), CrashAt(epoch)])
+        with pytest.raises(RuntimeError, match="killed"):
+            train(_cfg(folder, *overrides))
+
+
+def test_resume_continues_with_the_runs_own_settings(tmp_path):
+    from spt_lightning.runs import own_settings
+
+    run = tmp_path / "run"
+    _killed(run, "trainer.max_epochs=3", "task.transform=crop", "data.num_workers=0")
+    # the command line's defaults are not the run's: it continues with its own (3 epochs, crop)
+    refused = _cfg(tmp_path / "x", f"resume={run}", "task.transform=resize")
+    with pytest.raises(RunFolderError, match=r"task.transform=resize would change the run, which was started with "
+                                             r"task.transform=crop"):
+        own_settings(refused, ["task.transform=resize", f"resume={run}"])
+    allowed = own_settings(_cfg(tmp_path / "x", f"resume={run}", "data.num_workers=1"), ["data.num_workers=1"])
+    assert allowed.data.num_workers == 1 and allowed.task.transform == "crop"
+    results = _run(tmp_path / "x", f"resume={run}")
+    assert results["output_dir"] == str(run) and results["config"]["task"]["transform"] == "crop"
+    assert results["selection"]["epochs"] == 3 and results["resumed_from"].endswith("last.ckpt")
+    assert not (tmp_path / "x").exists()
+    # continuing in place (resume=auto) with other settings is refused too
+    _killed(tmp_path / "auto", "trainer.max_epochs=3")
+    with pytest.raises(RunFolderError, match=r"unfinished run of other settings \(prompt.length: 10 -> 4\)"):
+        _run(tmp_path / "auto", "trainer.max_epochs=3", "prompt.length=4")
 
 
 def test_resume_auto_takes_the_newest_of_last_and_a_slurm_checkpoint(tmp_path):

@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback
 
+from .errors import check_number
+
 MEASURES = ("mi", "cos_nearest", "cos_mean")
 
 
@@ -68,9 +70,7 @@ class PromptAnalysis(Callback):
     """
 
     def __init__(self, images: int = 32):
-        if not isinstance(images, int) or images < 1:
-            raise ValueError(f"callbacks.prompt_analysis.images={images!r}: expected an integer >= 1")
-        self.images = images
+        self.images = check_number("callbacks.prompt_analysis.images", images, 1, integer=True)
         self.batch: torch.Tensor | None = None
         self.rows: list[dict] = []
 

@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from .backbones import Pretrain
 from .data import TaskDataModule
-from .errors import SptError, check_number
+from .errors import ConfigError, SptError, check_number
 from .loggers import with_wandb_mode
 from .models import PromptedViT
 from .module import PromptTuningModule
@@ -92,6 +92,10 @@ def build_trainer(cfg: DictConfig, precision: str, callbacks: list[Any], has_val
                      default_root_dir=Path(cfg.paths.output_dir))
 
 
+# Objects whose package is an extra of this project, and that extra.
+EXTRAS = {"lightning.pytorch.loggers.TensorBoardLogger": "tensorboard"}
+
+
 def build(node: DictConfig, **kwargs: Any) -> Any:
     """``instantiate(node, **kwargs)``; a constructor's refusal (an SptError) is raised as itself, with its
     own message, not wrapped in Hydra's InstantiationException."""
@@ -100,6 +104,11 @@ def build(node: DictConfig, **kwargs: Any) -> Any:
     except InstantiationException as err:
         if isinstance(err.__cause__, SptError):
             raise err.__cause__ from None
+        if isinstance(err.__cause__, ImportError):  # e.g. TensorBoardLogger without tensorboard
+            target = node.get("_target_")
+            extra = EXTRAS.get(target)
+            fix = f"pip install 'spt-lightning[{extra}]'" if extra else "install the package it names"
+            raise ConfigError(f"{target} needs a package that is not installed ({err.__cause__}); {fix}") from None
         raise
 
 

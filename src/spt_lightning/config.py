@@ -139,12 +139,17 @@ def check_overrides(overrides: list[str]) -> None:
         if name.startswith("hydra") or o.is_delete() or o.is_add() or o.is_force_add():
             continue
         if name in groups:
-            values = list(o.sweep_string_iterator()) if o.is_sweep_override() else [o.get_value_element_as_str()]
+            if o.is_sweep_override():
+                values = list(o.sweep_string_iterator())
+            elif isinstance(o.value(), list):  # callbacks=[ema,prompt_analysis]: the options merged, Hydra's way
+                values = [str(v) for v in o.value()]
+            else:
+                values = [o.get_value_element_as_str()]
             for value in values:
                 if value != "null" and value not in groups[name]:
                     raise ConfigError(f"{name}={value} is not an option of '{name}'.{_did_you_mean(value, groups[name])}"
                                       f" Options: {', '.join(groups[name])}")
-            choices.append(f"{name}={values[0]}")
+            choices.append(f"{name}={values[0]}" if o.is_sweep_override() else f"{name}={o.get_value_element_as_str()}")
         else:
             keys.append(name)
     if not keys:

@@ -8,6 +8,8 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
+from .errors import check_number
+
 
 class TrainableEMA(Callback):
     """An EMA of the parameters that train. Validation runs on the average, checkpoints store it as the
@@ -22,9 +24,7 @@ class TrainableEMA(Callback):
     """
 
     def __init__(self, decay: float = 0.999):
-        if not 0.0 <= decay < 1.0:
-            raise ValueError(f"EMA decay must lie in [0, 1), got {decay}")
-        self.decay = decay
+        self.decay = check_number("callbacks.ema.decay", decay, 0.0, 1.0, hint=" (0.999: about the last 1,000 steps)")
         self.average: list[torch.Tensor] | None = None
         self._raw: list[torch.Tensor] | None = None  # raw values during validation, or restored from a checkpoint
         self._names: list[str] = []

@@ -2,14 +2,48 @@
 
 from __future__ import annotations
 
+import csv
 import logging
-import os
-from pathlib import Path
 from typing import Any
 
+from lightning.fabric.loggers.logger import rank_zero_experiment
+from lightning.pytorch.loggers import CSVLogger as LightningCSVLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from omegaconf import DictConfig
 
 log = logging.getLogger(__name__)
+
+
+class _AppendingWriter(ExperimentWriter):
+    def _check_log_dir_exists(self) -> None:
+        # Lightning deletes a metrics.csv it finds; a resumed run continues it (its columns first)
+        if self._fs.isfile(self.metrics_file_path):
+            with self._fs.open(self.metrics_file_path, "r", newline="") as file:
+                self.metrics_keys = sorted(next(csv.reader(file), []))
+
+
+class CSVLogger(LightningCSVLogger):
+    """Lightning's CSV logger, except that a run resumed in its folder appends to its ``metrics.csv``
+    instead of deleting the rows of its earlier epochs (a fresh start clears the folder first)."""
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _AppendingWriter(log_dir=self.log_dir)
+        return self._experiment
+
+
+def wandb_logged_in() -> bool:
+    """Whether wandb has credentials for its configured host (any host: ``wandb login --host ...``, a key in
+    its settings, a netrc, ``WANDB_API_KEY``), by wandb's own check; never prompts, no network."""
+    import wandb
+
+    try:
+        return bool(wandb.login(prompt=False, verify=False))
+    except TypeError:  # wandb before `prompt=`: its credentials lookup for the configured host
+        return wandb.api.api_key is not None
 
 
 def with_wandb_mode(group: DictConfig | None) -> DictConfig | None:
@@ -17,10 +51,9 @@ def with_wandb_mode(group: DictConfig | None) -> DictConfig | None:
     wandb_cfg = (group or {}).get("wandb")
     if wandb_cfg is None or wandb_cfg.get("offline") is not None:
         return group
-    netrc = Path.home() / ".netrc"
-    logged_in = bool(os.environ.get("WANDB_API_KEY")) or (netrc.is_file() and "api.wandb.ai" in netrc.read_text())
-    if not logged_in:
-        log.info("W&B: not logged in, logging offline into %s (upload later with `wandb sync`)", wandb_cfg.save_dir)
+    logged_in = wandb_logged_in()
+    log.info("W&B: %s", "logged in, logging online" if logged_in else
+             f"not logged in, logging offline into {wandb_cfg.save_dir} (upload later with `wandb sync`)")
     group = group.copy()
     group.wandb.offline = not logged_in
     return group

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import random
 from collections.abc import Callable
 from typing import Any
@@ -18,6 +20,9 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from .errors import SptError, check_number
 from .models import PromptedViT
+
+
+DIVERGED = 10  # see on_train_epoch_end
 
 
 class TrainingError(SptError):
@@ -93,6 +98,7 @@ class PromptTuningModule(L.LightningModule):
         # Checkpoints hold only trainable tensors; the frozen backbone comes from its pretrained source.
         self.strict_loading = False
         self._resumed_rng: dict[str, Any] | None = None
+        self.num_classes = num_classes
         self.test_correct: str | None = None  # after a test: "1" per test image predicted right, else "0"
         accuracy = MetricCollection({"acc1": MulticlassAccuracy(num_classes, top_k=1, average="micro"),
                                      "acc5": MulticlassAccuracy(num_classes, top_k=min(5, num_classes), average="micro")})
@@ -173,14 +179,24 @@ class PromptTuningModule(L.LightningModule):
         x, y = batch
         loss = F.cross_entropy(self(x), y)
         if not torch.isfinite(loss):
-            lrs = sorted({f"{g['lr']:.3g}" for g in self.optimizers().param_groups})
-            raise TrainingError(
-                f"the training loss is {loss.item()} at step {self.global_step} (epoch {self.current_epoch}, "
-                f"learning rate {', '.join(lrs)}): training diverged. Lower optim.optimizer.lr "
-                f"(now {self.optimizer_factory.keywords.get('lr')}) or check the data."
-            )
+            self._diverged(f"the training loss is {loss.item()} at step {self.global_step}")
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(y))
         return loss
+
+    def on_train_epoch_end(self) -> None:
+        # A finite divergence: an epoch's mean cross-entropy above DIVERGED x that of a uniform guess, ln(C)
+        # (the model is confidently wrong; a run that learns nothing stays near ln(C)).
+        loss = self.trainer.callback_metrics.get("train/loss_epoch")
+        chance = math.log(self.num_classes)
+        if loss is not None and float(loss) > DIVERGED * chance:
+            self._diverged(f"the mean training loss of the epoch is {float(loss):.4g}, over {DIVERGED} x the "
+                           f"loss of a uniform guess (ln {self.num_classes} = {chance:.3g})")
+
+    def _diverged(self, what: str) -> None:
+        lrs = sorted({f"{g['lr']:.3g}" for g in self.optimizers().param_groups})
+        raise TrainingError(f"{what} (epoch {self.current_epoch}, learning rate {', '.join(lrs)}): training diverged. "
+                            f"Lower optim.optimizer.lr (now {self.optimizer_factory.keywords.get('lr')}) or check "
+                            f"the data.")
 
     def _eval_step(self, split: str, batch) -> torch.Tensor | None:
         if batch is None:

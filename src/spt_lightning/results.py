@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,7 @@ def collect(cfg: DictConfig, trainer: L.Trainer, module, datamodule, selection: 
         # prompt init runs inside fit: training time is fit without it
         "timings": {"init": init.get("time", 0.0), "train": seconds["fit"] - init.get("time", 0.0),
                     "test": seconds["test"], "total": seconds["total"]},
+        "wandb": wandb_mode(trainer.loggers),
         "resumed_from": None if resumed_from is None else str(resumed_from),
         "output_dir": str(Path(cfg.paths.output_dir)),
         "config": OmegaConf.to_container(cfg, resolve=True),
@@ -64,6 +66,16 @@ def selected_epoch(trainer: L.Trainer) -> dict[str, Any]:
     epoch = torch.load(ckpt.best_model_path, map_location="cpu", weights_only=False)["epoch"]
     return {"epoch": epoch + 1, "epochs": epochs, "val_acc1": _float(ckpt.best_model_score), "last_val_acc1": last,
             "path": ckpt.best_model_path}
+
+
+def wandb_mode(loggers: list) -> str | None:
+    """``online`` / ``offline`` for a run logging to W&B (as decided by loggers.with_wandb_mode or
+    WANDB_MODE), ``None`` without W&B."""
+    for logger in loggers:
+        if type(logger).__name__ == "WandbLogger":
+            offline = logger._offline or os.environ.get("WANDB_MODE") in ("offline", "dryrun", "disabled")
+            return "offline" if offline else "online"
+    return None
 
 
 def init_stats(trainer: L.Trainer) -> dict[str, Any]:
@@ -131,10 +143,19 @@ def record_outcome(cfg: DictConfig, error: BaseException) -> Path | None:
         "prompt_length": cfg.prompt.length if cfg.method.prompted else 0,
         "seed": cfg.get("seed"),
         "output_dir": str(output_dir),
-        "config": OmegaConf.to_container(cfg, resolve=False),
+        "config": _resolved(cfg),
         "versions": versions(),
     })
     return output_dir / "results.json"
+
+def _resolved(cfg: DictConfig) -> dict[str, Any]:
+    """The config with its values (a failed run shows the lr it ran with); as written where a value cannot
+    be resolved (the failure may be that value)."""
+    try:
+        return OmegaConf.to_container(cfg, resolve=True)
+    except Exception:  # noqa: BLE001 - any resolver error: keep the interpolations
+        return OmegaConf.to_container(cfg, resolve=False)
+
 
 def _finished(path: Path) -> bool:
     try:
@@ -162,6 +183,8 @@ def format_summary(r: dict[str, Any]) -> str:
         ("test", f"acc1 {_pct(r['test'].get('acc1'))}  acc5 {_pct(r['test'].get('acc5'))}"
          if r["test"] else "not run (protocol tune: hyperparameters are chosen on val only)"),
         ("time", "  ".join(f"{k} {v:.1f}s" for k, v in r["timings"].items())),
+        *([("W&B", r["wandb"] + ("" if r["wandb"] == "online" else ": upload with `wandb sync <run>/wandb/offline-run-*`"))]
+          if r.get("wandb") else []),
         ("outputs", r["output_dir"]),
     ]
     width = max(len(k) for k, _ in rows)

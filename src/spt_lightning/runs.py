@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from .errors import ConfigError, SptError
 
@@ -50,6 +50,68 @@ def run_folder(resume: str, default: str) -> str:
 
 if not OmegaConf.has_resolver("run_folder"):
     OmegaConf.register_new_resolver("run_folder", run_folder)
+
+
+# Besides the keys that cannot change a result (settings.NEUTRAL), what a resumed run may change from the
+# command line: the devices and loader processes it runs on, its loggers, and how long it trains.
+RESUME_MAY_CHANGE = ("trainer.devices", "trainer.num_nodes", "trainer.strategy", "trainer.accelerator",
+                     "data.num_workers", "logger", "trainer.max_epochs", "recipe.epochs")
+SAVED_CONFIG = Path(".hydra") / "config.yaml"
+
+
+def _may_change(key: str) -> bool:
+    from .settings import neutral
+
+    return neutral(key) or any(key == k or key.startswith(f"{k}.") for k in RESUME_MAY_CHANGE)
+
+
+def own_settings(cfg: DictConfig, overrides: list[str]) -> DictConfig:
+    """The config of a run resumed from its folder (``resume=<run folder or .ckpt>``): the one it was
+    started with (``<run>/.hydra/config.yaml``), with the command line's ``overrides`` of keys it may change
+    (``RESUME_MAY_CHANGE``, settings.NEUTRAL); an override that would change anything else is refused."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    folder = Path(run_folder(cfg.resume, ""))
+    if not (folder / SAVED_CONFIG).is_file():
+        raise RunFolderError(f"resume={cfg.resume}: {folder / SAVED_CONFIG} does not exist; pass the folder of a run "
+                             f"of spt_lightning (or one of its checkpoints/*.ckpt)")
+    own = OmegaConf.load(folder / SAVED_CONFIG)
+    for override in OverridesParser.create().parse_overrides(list(overrides)):
+        key = override.key_or_group
+        if key in ("resume", "overwrite") or key.startswith("hydra"):
+            continue
+        new, old = OmegaConf.select(cfg, key), OmegaConf.select(own, key)
+        if _may_change(key):
+            OmegaConf.update(own, key, new, merge=False, force_add=True)
+        elif _plain(new) != _plain(old):
+            raise RunFolderError(f"resume={cfg.resume}: {key}={_plain(new)} would change the run, which was started "
+                                 f"with {key}={_plain(old)}; nothing was written. Resume without it (the run "
+                                 f"continues with its own settings), or start a new run.")
+    with open_dict(own):
+        own.resume, own.overwrite = cfg.resume, cfg.overwrite
+    return own
+
+
+def _plain(value: Any) -> Any:
+    return OmegaConf.to_container(value, resolve=True) if isinstance(value, DictConfig | ListConfig) else value
+
+
+def check_same_settings(cfg: DictConfig, output_dir: Path) -> None:
+    """``resume=auto`` continues an unfinished run in ``output_dir`` only with the settings it was started
+    with (those a resumed run may change aside)."""
+    from .settings import settings
+
+    if not (output_dir / SAVED_CONFIG).is_file():
+        return
+    before = settings(OmegaConf.to_container(OmegaConf.load(output_dir / SAVED_CONFIG), resolve=True))
+    now = settings(OmegaConf.to_container(cfg, resolve=True))
+    changed = sorted(k for k in before.keys() | now.keys()
+                     if before.get(k, "<absent>") != now.get(k, "<absent>") and not _may_change(k))
+    if changed:
+        shown = "; ".join(f"{k}: {before.get(k, '<absent>')!r} -> {now.get(k, '<absent>')!r}" for k in changed[:3])
+        raise RunFolderError(f"{output_dir} holds an unfinished run of other settings ({shown}); nothing was written. "
+                             f"Continue it with its own settings (resume={output_dir}), or pass overwrite=true to "
+                             f"start it afresh.")
 
 
 def resume_point(output_dir: Path, resume: str, overwrite: bool) -> tuple[Path | None, bool]:

@@ -27,7 +27,8 @@ def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix[:-1]: node}
 
 
-def _neutral(key: str) -> bool:
+def neutral(key: str) -> bool:
+    """Whether ``key`` (flat, dotted) cannot change a run's result (``NEUTRAL``)."""
     return any(key == n or (n.endswith(".") and key.startswith(n)) for n in NEUTRAL)
 
 
@@ -45,7 +46,7 @@ def settings(config: dict[str, Any]) -> dict[str, Any]:
             value = [placeheld(v) for v in value]
         return value
 
-    return {k: placeheld(v) for k, v in _flatten(config).items() if not _neutral(k)}
+    return {k: placeheld(v) for k, v in _flatten(config).items() if not neutral(k)}
 
 
 def digest(config: dict[str, Any]) -> str:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -18,7 +19,7 @@ from .data.tasks import infer_num_classes
 from .loggers import finish, summarise
 from .precision import resolve_precision
 from .results import collect, format_summary, selected_epoch, write_results
-from .runs import clear, resume_point, run_folder
+from .runs import RESUME_MODES, check_same_settings, clear, own_settings, resume_point, run_folder
 
 log = logging.getLogger(__name__)
 
@@ -39,12 +40,16 @@ def claim_run_folder(cfg: DictConfig, stale: bool) -> None:
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit on train, choose the epoch on val, test that epoch once; write and return ``results.json``."""
     # 1. Everything that can be refused is refused before anything is written or downloaded.
+    if cfg.resume not in RESUME_MODES:  # resume=<run>: the settings it was started with
+        cfg = own_settings(cfg, HydraConfig.get().overrides.task if HydraConfig.initialized() else [])
     check_config(cfg)
     with open_dict(cfg):  # a resumed run writes into its own folder
         cfg.paths.output_dir = run_folder(cfg.resume, cfg.paths.output_dir)
         if cfg.task.num_classes is None:  # task=folder: count the class folders
             cfg.task.num_classes = infer_num_classes(OmegaConf.to_container(cfg.task, resolve=True))
     ckpt_path, stale = resume_point(Path(cfg.paths.output_dir), cfg.resume, cfg.overwrite)
+    if ckpt_path is not None and cfg.resume == "auto":  # continued in place: only with its own settings
+        check_same_settings(cfg, Path(cfg.paths.output_dir))
     precision = resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
@@ -52,14 +57,15 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     with naming_the_recipe(cfg):
         run = build_run(cfg, precision[0])  # each constructor checks its settings
 
-    # 2. Claim the folder, read the data (a missing split stops here), then fetch the weights.
+    # 2. Read the data (a missing split stops here) and fetch the weights, then claim the folder: an
+    #    overwrite=true replaces a finished run only once the new one has its data and weights.
+    datamodule, module, trainer = run.datamodule, run.module, run.trainer
+    datamodule.setup("fit")
+    run.pretrain.load(module.model.vit)
     claim_run_folder(cfg, stale)
     if ckpt_path is not None:
         log.info("Continuing the run in %s from %s", cfg.paths.output_dir, ckpt_path)
     log.info("Precision %s (%s)", *precision)
-    datamodule, module, trainer = run.datamodule, run.module, run.trainer
-    datamodule.setup("fit")
-    run.pretrain.load(module.model.vit)
 
     # 3. Fit (the prompt-init callback runs first), select on val, test once, record.
     failed = True

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import copy
 import os
+import signal
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 import lightning as L
 import torch
+from lightning.fabric.utilities.seed import pl_worker_init_function
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, RandomSampler, Subset
 
@@ -146,6 +149,8 @@ class TaskDataModule(L.LightningDataModule):
             num_workers=self.num_workers,
             pin_memory=self.pin_memory and torch.cuda.is_available(),
             collate_fn=collate_skipping_none if self.skip_corrupt else None,
+            worker_init_fn=partial(_worker_init, rank=self.trainer.global_rank if self.trainer is not None else 0)
+            if self.num_workers else None,
         )
 
     def train_dataloader(self) -> DataLoader:
@@ -167,6 +172,16 @@ class TaskDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._eval_loader(self.splits["test"])
+
+
+def _worker_init(worker_id: int, rank: int = 0) -> None:
+    """Loader workers leave SIGTERM / SIGINT to the main process: a scheduler's or a terminal's signal to
+    the whole process group then ends the run as `interrupted`, not as a worker's crash. Then Lightning's
+    own worker seeding (seed_everything(workers=True)), which it adds only where no init function is set."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if int(os.environ.get("PL_SEED_WORKERS", 0)):
+        pl_worker_init_function(worker_id, rank)
 
 
 def _with_transform(dataset: Dataset, transform) -> Dataset:

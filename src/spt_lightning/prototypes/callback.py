@@ -140,8 +140,11 @@ class PrototypeInit(Callback):
         return cache.cache_key({
             "items": content_digest(loader.dataset),
             "transform": repr(dm.transforms(train=self.train_transforms)),
-            # random augmentations are drawn per loader worker: another worker count, other draws
+            # random augmentations are drawn per loader worker: another worker count, or another batch size
+            # (which decides the worker of each image), gives other draws
             "workers": loader.num_workers if self.train_transforms else None,
+            "batch": loader.batch_size if self._random_augmentation(dm) and loader.num_workers else None,
+            "sampling": "one generator per layer",  # entries of the shared-generator code (other samples) miss
             "backbone": type(model.vit).__name__,
             "weights": cache.weights_fingerprint(model.vit, skip=("head.",)),
             "layers": model.prompts.num_layers,
@@ -152,6 +155,9 @@ class PrototypeInit(Callback):
             # VIPAMIN matches the current (xavier) prompts: their values are an input
             "start": cache.weights_fingerprint(model.prompts) if self.strategy == "vipamin" else None,
         })
+
+    def _random_augmentation(self, dm) -> bool:
+        return self.train_transforms and repr(dm.transforms(train=True)) != repr(dm.transforms(train=False))
 
     def _vipamin(self, model, loader) -> dict[str, Any]:
         started = time.perf_counter()
@@ -189,10 +195,12 @@ class PrototypeInit(Callback):
         kept = every if self.tokens_per_prompt is None else min(every, self.tokens_per_prompt * model.prompts.length)
         held = min(2 * kept, every)
         storage = storage_device(device, num_layers, held, model.vit.embed_dim)
-        generator = torch.Generator().manual_seed(self.seed)
+        # One generator per layer: each layer's sample keys follow the token stream alone, so the sample is
+        # the same whatever the batch size (a shared generator interleaves the layers' draws per batch).
         collectors = [
-            make_collector(self.strategy, model.prompts.length, max(kept, 1), generator, storage, self.pooling)
-            for _ in range(num_layers)
+            make_collector(self.strategy, model.prompts.length, max(kept, 1),
+                           torch.Generator().manual_seed(self.seed * 10_000 + layer), storage, self.pooling)
+            for layer in range(num_layers)
         ]
         started = time.perf_counter()
         capture(model, (batch[0].to(device, non_blocking=True) for batch in loader if batch is not None), collectors,
