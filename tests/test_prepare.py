@@ -149,3 +149,5 @@ def test_data_cli_prepare_and_check(tmp_path):
     assert done.returncode == 0 and done.stdout.strip().endswith("ok")
     done = run("check", "task=fgvc/dogs", f"paths.data_dir={tmp_path}")
     assert done.returncode == 2 and "Stanford-dogs" in done.stderr
+    done = run("check", "task=demo/synthetic")  # a task without files: one line, no traceback
+    assert done.returncode == 2 and "built in memory" in done.stderr and "Traceback" not in done.stderr

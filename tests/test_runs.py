@@ -335,6 +335,11 @@ CASES = {
     "trainer.max_epochs=0": lambda tmp: (["trainer.max_epochs=0"], ["trainer.max_epochs"]),
     "folder task without data_dir": lambda tmp: (["task=folder"], ["task.data_dir"]),
     "diverging learning rate": lambda tmp: (["optim.optimizer.lr=1e30"], ["learning rate", "step", "optim.optimizer.lr"]),
+    "finite divergence (lr 1e6)": lambda tmp: (["optim.optimizer.lr=1e6"], ["training diverged", "optim.optimizer.lr"]),
+    "callbacks.ema.decay=2": lambda tmp: (["callbacks=ema", "callbacks.ema.decay=2"], ["callbacks.ema.decay=2"]),
+    "callbacks.prompt_analysis.images=0": lambda tmp: (["callbacks=[ema,prompt_analysis]",
+                                                        "callbacks.prompt_analysis.images=0"],
+                                                       ["callbacks.prompt_analysis.images=0"]),
 }
 
 
@@ -389,6 +394,50 @@ def _cli(args, cwd: Path, **kwargs):
     env = {**os.environ, "SPT_LOG_DIR": str(cwd / "logs"), "SPT_CACHE": str(cwd / "cache"), "WANDB_MODE": "offline"}
     return subprocess.Popen([sys.executable, "-m", "spt_lightning", *args], cwd=cwd, env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs)
+
+
+def test_an_overwrite_that_fails_before_training_leaves_the_finished_run_whole(tmp_path):
+    _run(tmp_path / "run")
+    before = _snapshot(tmp_path / "run")
+    (tmp_path / "garbage.pth").write_bytes(b"not a checkpoint")
+    with pytest.raises(SptError, match="garbage.pth"):  # read after the data, before the folder is claimed
+        _run(tmp_path / "run", "overwrite=true", "pretrain=file", f"pretrain.file={tmp_path / 'garbage.pth'}")
+    assert _snapshot(tmp_path / "run") == before
+
+
+def test_callbacks_compose_as_a_list(tmp_path):
+    results = _run(tmp_path / "run", "callbacks=[ema,prompt_analysis]", "callbacks.ema.decay=0.5")
+    assert results["status"] == "ok" and results["config"]["callbacks"]["ema"]["decay"] == 0.5
+    assert (tmp_path / "run" / "prompt_analysis.csv").is_file()
+
+
+def test_a_logger_whose_package_is_missing_names_its_extra(monkeypatch):
+    from omegaconf import OmegaConf
+
+    import spt_lightning.build as build
+
+    monkeypatch.setitem(build.EXTRAS, f"{__name__}.needs_a_missing_package", "tensorboard")
+    with pytest.raises(SptError, match=r"needs a package that is not installed .*pip install 'spt-lightning\[tensorboard\]'"):
+        build.build(OmegaConf.create({"_target_": f"{__name__}.needs_a_missing_package"}))
+
+
+def needs_a_missing_package():
+    raise ModuleNotFoundError("Neither `tensorboard` nor `tensorboardX` is available.")
+
+
+def test_sigterm_to_the_process_group_with_loader_workers_is_an_interruption(tmp_path):
+    job = _cli([*FAST, "trainer.max_epochs=100000", "data.num_workers=2"], tmp_path, start_new_session=True)
+    deadline = time.monotonic() + 240
+    while not list((tmp_path / "logs").rglob("last.ckpt")):  # training has started
+        assert job.poll() is None and time.monotonic() < deadline, job.communicate()[1][-2000:]
+        time.sleep(0.2)
+    os.killpg(job.pid, signal.SIGTERM)  # what SLURM and a terminal do: the whole group, workers included
+    out, err = job.communicate(timeout=120)
+    assert job.returncode == 128 + signal.SIGTERM and "Traceback" not in err, err[-2000:]
+    (results,) = [json.loads(p.read_text()) for p in (tmp_path / "logs").rglob("results.json")]
+    assert results["status"] == "interrupted"
+    hint = next(line for line in err.splitlines() if "continue with resume=" in line)
+    assert hint.rsplit("resume=", 1)[1] == results["output_dir"]  # the command works as printed
 
 
 def test_cli_prints_one_message_and_keeps_the_traceback_in_the_log(tmp_path):

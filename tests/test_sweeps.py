@@ -44,13 +44,28 @@ def test_failed_job_is_recorded_and_the_sweep_goes_on(tmp_path):
 
 
 def test_wandb_offline_run_folder_has_config_and_summary(tmp_path):
-    run_cli([*FAST, "logger=wandb"], tmp_path)
+    done = run_cli([*FAST, "logger=[csv,wandb]"], tmp_path)  # Hydra's list of options: both loggers
     (results,) = _results(tmp_path)
+    assert results["wandb"] == "offline" and "W&B : offline" in done.stdout
+    assert (Path(results["output_dir"]) / "csv" / "metrics.csv").is_file()
     (run_file,) = Path(results["output_dir"]).glob("wandb/offline-run-*/run-*.wandb")
     data = run_file.read_bytes()  # W&B's record log: keys are stored as plain strings
     for key in (b"test/acc1", b"params/learnable", b"init/time", b"selected_epoch", b"val/acc1", b"train/loss",
                 b"demo/synthetic", b"spt_deep", b"tokens_per_prompt"):
         assert key in data, key
+
+
+def test_wandb_online_is_wandbs_own_login_state(tmp_path, monkeypatch):
+    from spt_lightning.loggers import wandb_logged_in, with_wandb_mode
+    from omegaconf import OmegaConf
+
+    monkeypatch.setenv("HOME", str(tmp_path))  # no netrc, no wandb settings
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb-config"))
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    group = OmegaConf.create({"wandb": {"offline": None, "save_dir": str(tmp_path)}})
+    assert not wandb_logged_in() and with_wandb_mode(group).wandb.offline is True
+    monkeypatch.setenv("WANDB_API_KEY", "a" * 40)
+    assert wandb_logged_in() and with_wandb_mode(group).wandb.offline is False
 
 
 def _fake(task, acc, seed, method="spt_deep", length=10):

@@ -26,12 +26,22 @@ def _traceback_to_log_file(error: BaseException) -> None:
             handler.handle(record)
 
 
+def _quiet_worker_deaths(unraisable) -> None:
+    """A signal to the whole process group can reach a loader worker that has not yet set it aside
+    (data.datamodule._worker_init); torch then reports the worker's death from its SIGCHLD handler where it
+    cannot raise, as a traceback on stderr. The run itself ends as interrupted; that report is dropped.
+    A worker that dies otherwise still stops the run with torch's own error."""
+    if not (isinstance(unraisable.exc_value, RuntimeError) and "is killed by signal" in str(unraisable.exc_value)):
+        sys.__unraisablehook__(unraisable)
+
+
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def run(cfg: DictConfig) -> float | None:
     # Imported here, not above: --help, --cfg and a refused command line start without torch and Lightning.
     from .results import exit_code, interrupted, record_outcome
     from .train import train
 
+    sys.unraisablehook = _quiet_worker_deaths
     try:
         results = train(cfg)
     except BaseException as error:

@@ -187,7 +187,7 @@ class PromptTuningModule(L.LightningModule):
         # A finite divergence: an epoch's mean cross-entropy above DIVERGED x that of a uniform guess, ln(C)
         # (the model is confidently wrong; a run that learns nothing stays near ln(C)).
         loss = self.trainer.callback_metrics.get("train/loss_epoch")
-        chance = math.log(self.num_classes)
+        chance = math.log(max(self.num_classes, 2))
         if loss is not None and float(loss) > DIVERGED * chance:
             self._diverged(f"the mean training loss of the epoch is {float(loss):.4g}, over {DIVERGED} x the "
                            f"loss of a uniform guess (ln {self.num_classes} = {chance:.3g})")
