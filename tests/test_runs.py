@@ -45,7 +45,7 @@ def _run(out: Path, *overrides: str, cache: Path | None = None) -> dict:
     """``train`` as the CLI runs it: a failure is recorded in the run folder, then raised."""
     cfg = _cfg(out, *overrides, cache=cache)
     try:
-        return train(cfg)
+        return train(cfg, [*FAST, *overrides])
     except BaseException as error:
         record_outcome(cfg, error)
         raise
@@ -125,19 +125,22 @@ class CrashAt(L.Callback):
             raise RuntimeError(f"killed in epoch {self.epoch}")
 
 
+def _killed(folder: Path, *overrides: str, epoch: int = 1) -> None:
+    import spt_lightning.build as build
+
+    with pytest.MonkeyPatch.context() as patch:  # the kill is not a setting of the run
+        patch.setattr(build, "build_callbacks", lambda c, made=build.build_callbacks: [*made(c), CrashAt(epoch)])
+        with pytest.raises(RuntimeError, match="killed"):
+            train(_cfg(folder, *overrides))
+
+
 def test_a_killed_run_resumes_bit_identical_to_an_uninterrupted_one(tmp_path):
     # Prompt dropout and random crops draw from the random state; the order from the epoch's sampler.
     settings = ["trainer.max_epochs=4", "prompt.dropout=0.1", "task.transform=crop", "trainer.limit_val_batches=8",
                 "data.num_workers=2"]
     whole = _run(tmp_path / "whole", *settings)
 
-    cfg = _cfg(tmp_path / "killed", *settings)
-    import spt_lightning.build as build
-
-    with pytest.MonkeyPatch.context() as patch:  # the kill is not a setting of the run
-        patch.setattr(build, "build_callbacks", lambda c, made=build.build_callbacks: [*made(c), CrashAt(2)])
-        with pytest.raises(RuntimeError, match="killed in epoch 2"):
-            train(cfg)
+    _killed(tmp_path / "killed", *settings, epoch=2)
     last = tmp_path / "killed" / "checkpoints" / "last.ckpt"
     rows_killed = (tmp_path / "killed" / "csv" / "metrics.csv").read_text().splitlines()
     assert torch.load(last, weights_only=False)["epoch"] == 1  # saved after every epoch, val or not
@@ -175,24 +178,11 @@ def test_a_finished_run_is_never_overwritten(tmp_path):
 
 
 def test_an_unfinished_run_is_continued_or_refused(tmp_path):
-    cfg = _cfg(tmp_path / "run", "trainer.max_epochs=3")
-    with open_dict(cfg):
-        cfg.callbacks.crash = {"_target_": f"{__name__}.CrashAt", "epoch": 1}
-    with pytest.raises(RuntimeError):
-        train(cfg)
+    _killed(tmp_path / "run", "trainer.max_epochs=3")
     with pytest.raises(RunFolderError, match="resume=auto"):
         _run(tmp_path / "run", "resume=never")
     with pytest.raises(RunFolderError, match="does not exist"):
         _run(tmp_path / "other", f"resume={tmp_path / 'nowhere'}")
-
-
-def _killed(folder: Path, *overrides: str, epoch: int = 1) -> None:
-    import spt_lightning.build as build
-
-    with pytest.MonkeyPatch.context() as patch:  # the kill is not a setting of the run
-        patch.setattr(build, "build_callbacks", lambda c, made=build.build_callbacks: [*made(c), CrashAt(epoch)])
-        with pytest.raises(RuntimeError, match="killed"):
-            train(_cfg(folder, *overrides))
 
 
 def test_resume_continues_with_the_runs_own_settings(tmp_path):
@@ -233,11 +223,7 @@ def test_resume_auto_takes_the_newest_of_last_and_a_slurm_checkpoint(tmp_path):
 
 def test_selection_state_survives_the_resume(tmp_path):
     """The best epoch before the interruption stays the choice unless a later epoch beats it."""
-    cfg = _cfg(tmp_path / "run", "trainer.max_epochs=3")
-    with open_dict(cfg):
-        cfg.callbacks.crash = {"_target_": f"{__name__}.CrashAt", "epoch": 2}
-    with pytest.raises(RuntimeError):
-        train(cfg)
+    _killed(tmp_path / "run", "trainer.max_epochs=3", epoch=2)
     state = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)["callbacks"]
     (best,) = [v for k, v in state.items() if "val/acc1" in k]
     resumed = _run(tmp_path / "run", "trainer.max_epochs=3")
@@ -303,7 +289,7 @@ def _case_other_prompt_length_resume(tmp):
     _run(tmp / "p10", "trainer.max_epochs=1", "prompt.length=10")
     last = tmp / "p10" / "checkpoints" / "last.ckpt"
     return [f"resume={last}", "overwrite=true", "prompt.length=5", "trainer.max_epochs=2"], \
-        [str(last), "prompts.embeddings"]
+        ["prompt.length=5 would change the run", "prompt.length=10"]
 
 
 def _case_unknown_task(tmp):

@@ -55,17 +55,21 @@ def test_wandb_offline_run_folder_has_config_and_summary(tmp_path):
         assert key in data, key
 
 
-def test_wandb_online_is_wandbs_own_login_state(tmp_path, monkeypatch):
-    from spt_lightning.loggers import wandb_logged_in, with_wandb_mode
-    from omegaconf import OmegaConf
+def test_wandb_online_is_wandbs_own_login_state(tmp_path):
+    """wandb's own check, each state in a fresh process (wandb keeps its session state per process)."""
+    def logged_in(**env):
+        base = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+        code = "from spt_lightning.loggers import wandb_logged_in; print(wandb_logged_in())"
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                              env={**base, "HOME": str(tmp_path), "WANDB_CONFIG_DIR": str(tmp_path / "cfg"), **env})
+        return done.stdout.strip().splitlines()[-1]
 
-    monkeypatch.setenv("HOME", str(tmp_path))  # no netrc, no wandb settings
-    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb-config"))
-    monkeypatch.delenv("WANDB_API_KEY", raising=False)
-    group = OmegaConf.create({"wandb": {"offline": None, "save_dir": str(tmp_path)}})
-    assert not wandb_logged_in() and with_wandb_mode(group).wandb.offline is True
-    monkeypatch.setenv("WANDB_API_KEY", "a" * 40)
-    assert wandb_logged_in() and with_wandb_mode(group).wandb.offline is False
+    assert logged_in() == "False"  # no key, no netrc, no wandb settings
+    assert logged_in(WANDB_API_KEY="a" * 40) == "True"
+    (tmp_path / ".netrc").write_text(f"machine wandb.lab.example\n  login user\n  password {'b' * 40}\n")
+    (tmp_path / ".netrc").chmod(0o600)
+    assert logged_in(WANDB_BASE_URL="https://wandb.lab.example") == "True"  # a self-hosted server's key
+    assert logged_in() == "False"  # that key is not api.wandb.ai's
 
 
 def _fake(task, acc, seed, method="spt_deep", length=10):

@@ -81,6 +81,10 @@ def own_settings(cfg: DictConfig, overrides: list[str]) -> DictConfig:
         if key in ("resume", "overwrite") or key.startswith("hydra"):
             continue
         new, old = OmegaConf.select(cfg, key), OmegaConf.select(own, key)
+        if isinstance(new, DictConfig) and isinstance(old, DictConfig):  # a group (task=...): the option chosen,
+            name = next((k for k in ("name", "arch", "_target_") if k in new), None)  # not the keys set beside it
+            if name is not None:
+                key, new, old = f"{key}.{name}", new[name], old.get(name)
         if _may_change(key):
             OmegaConf.update(own, key, new, merge=False, force_add=True)
         elif _plain(new) != _plain(old):

@@ -37,11 +37,16 @@ def claim_run_folder(cfg: DictConfig, stale: bool) -> None:
         OmegaConf.save(cfg, output_dir / ".hydra" / "config.yaml")
 
 
-def train(cfg: DictConfig) -> dict[str, Any]:
-    """Fit on train, choose the epoch on val, test that epoch once; write and return ``results.json``."""
+def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]:
+    """Fit on train, choose the epoch on val, test that epoch once; write and return ``results.json``.
+
+    ``overrides``: the command line that composed ``cfg`` (default: Hydra's record of it), which a resumed
+    run checks against the settings it was started with."""
     # 1. Everything that can be refused is refused before anything is written or downloaded.
     if cfg.resume not in RESUME_MODES:  # resume=<run>: the settings it was started with
-        cfg = own_settings(cfg, HydraConfig.get().overrides.task if HydraConfig.initialized() else [])
+        if overrides is None:
+            overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+        cfg = own_settings(cfg, overrides)
     check_config(cfg)
     with open_dict(cfg):  # a resumed run writes into its own folder
         cfg.paths.output_dir = run_folder(cfg.resume, cfg.paths.output_dir)
