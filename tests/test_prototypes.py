@@ -393,3 +393,17 @@ def test_scaled_init_through_the_callback_matches_the_layers_statistics(tmp_path
     cb2 = PrototypeInit("scaled", layer0="embedded", seed=1, cache_dir=str(tmp_path / "cache"))
     _, dm2, start2, _ = _fit(tmp_path, cb2, model=_model(length=2))
     assert dm2.passes == 0 and torch.equal(start2, start)  # a cache hit equals the miss
+
+
+def test_the_kmeans_device_is_recorded_and_a_gpu_faiss_cannot_see_is_named(tmp_path, monkeypatch, caplog):
+    from spt_lightning.prototypes import callback as cb_module
+
+    cb = PrototypeInit("kmeans", tokens_per_prompt=4, kmeans_iters=2, seed=3)
+    module, _, _, trainer = _fit(tmp_path, cb, model=_model(length=2))
+    assert cb.stats["kmeans_device"] == "cpu"  # no GPU here: FAISS's CPU k-means
+    cb_module._warn_once.cache_clear()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a GPU machine whose FAISS has no CUDA
+    with caplog.at_level("WARNING"):
+        cb._compute(trainer, module)
+        cb._compute(trainer, module)
+    assert caplog.text.count("this FAISS sees no GPU") == 1 and "faiss-gpu" in caplog.text

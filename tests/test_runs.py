@@ -448,3 +448,11 @@ def test_sigterm_records_an_interrupted_run_and_exits_non_zero(tmp_path):
     assert job.returncode == 128 + signal.SIGTERM, err[-2000:]
     (results,) = [json.loads(p.read_text()) for p in (tmp_path / "logs").rglob("results.json")]
     assert results["status"] == "interrupted" and "resume=" in err
+
+
+def test_a_resumed_run_logs_into_its_own_wandb_run(tmp_path):
+    _killed(tmp_path / "run", "trainer.max_epochs=3", "logger=[csv,wandb]")
+    (first,) = (tmp_path / "run" / "wandb").glob("offline-run-*")
+    _run(tmp_path / "run", "trainer.max_epochs=3", "logger=[csv,wandb]")
+    ids = {p.name.rsplit("-", 1)[1] for p in (tmp_path / "run" / "wandb").glob("offline-run-*")}
+    assert ids == {first.name.rsplit("-", 1)[1]}  # `wandb sync` uploads both parts into one run

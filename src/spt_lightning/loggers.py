@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import csv
 import logging
+from pathlib import Path
 from typing import Any
 
 from lightning.fabric.loggers.logger import rank_zero_experiment
 from lightning.pytorch.loggers import CSVLogger as LightningCSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,17 @@ def with_wandb_mode(group: DictConfig | None) -> DictConfig | None:
     group = group.copy()
     group.wandb.offline = not logged_in
     return group
+
+
+def continue_wandb_run(cfg: DictConfig, output_dir: Path) -> None:
+    """A resumed run logs into the W&B run it started (its id, from the run folder's ``wandb/*run-*-<id>``)."""
+    node = (cfg.get("logger") or {}).get("wandb")
+    if node is None or node.get("id") is not None:
+        return
+    earlier = sorted((output_dir / "wandb").glob("*run-*-*"), key=lambda p: p.stat().st_mtime)
+    if earlier:
+        with open_dict(node):
+            node.id, node.resume = earlier[-1].name.rsplit("-", 1)[1], "allow"
 
 
 def summarise(loggers: list[Any], results: dict[str, Any]) -> None:

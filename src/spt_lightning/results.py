@@ -182,6 +182,7 @@ def format_summary(r: dict[str, Any]) -> str:
          if sel["val_acc1"] is not None else f"last epoch ({sel['epoch']} of {sel['epochs']}); no validation split"),
         ("test", f"acc1 {_pct(r['test'].get('acc1'))}  acc5 {_pct(r['test'].get('acc5'))}"
          if r["test"] else "not run (protocol tune: hyperparameters are chosen on val only)"),
+        *([("init", _init_line(r["init"]))] if r.get("init") else []),
         ("time", "  ".join(f"{k} {v:.1f}s" for k, v in r["timings"].items())),
         *([("W&B", r["wandb"] + ("" if r["wandb"] == "online" else ": upload with `wandb sync <run>/wandb/offline-run-*`"))]
           if r.get("wandb") else []),
@@ -190,6 +191,15 @@ def format_summary(r: dict[str, Any]) -> str:
     width = max(len(k) for k, _ in rows)
     line = "-" * 78
     return "\n".join([line, *(f"{k:>{width}} : {v}" for k, v in rows), line])
+
+
+def _init_line(init: dict[str, Any]) -> str:
+    """The prompt init in one line: tokens per layer, where k-means ran, time, cache."""
+    tokens = sorted({layer["tokens"] for layer in init.get("layers", [])})
+    parts = [f"{'/'.join(map(str, tokens))} tokens per layer" if tokens else "",
+             f"k-means on {init['kmeans_device']}" if init.get("kmeans_device") else "",
+             f"{init.get('time', 0.0):.1f}s", f"cache {init.get('cache', 'off')}"]
+    return ", ".join(p for p in parts if p)
 
 
 def _pct(x: float | None) -> str:

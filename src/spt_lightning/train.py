@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from .build import build_run
 from .config import check_config, naming_the_recipe
 from .data.tasks import infer_num_classes
-from .loggers import finish, summarise
+from .loggers import continue_wandb_run, finish, summarise
 from .precision import resolve_precision
 from .results import collect, format_summary, selected_epoch, write_results
 from .runs import RESUME_MODES, check_same_settings, clear, own_settings, resume_point, run_folder
@@ -55,6 +55,8 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
     ckpt_path, stale = resume_point(Path(cfg.paths.output_dir), cfg.resume, cfg.overwrite)
     if ckpt_path is not None and cfg.resume == "auto":  # continued in place: only with its own settings
         check_same_settings(cfg, Path(cfg.paths.output_dir))
+    if ckpt_path is not None:
+        continue_wandb_run(cfg, Path(cfg.paths.output_dir))
     precision = resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)

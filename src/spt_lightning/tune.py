@@ -190,6 +190,7 @@ def tune_final(overrides: list[str], root: Path | None = None, seeds: int = 3) -
     hydra_args, overrides = launcher_overrides(overrides)
     check_launcher(hydra_args)
     fixed, points = grid(overrides)
+    check_overrides(fixed)
     tasks, points = _tasks(fixed, points)
     tasks = tasks or [f"task={compose_train(fixed).task.name}"]
     root = Path(root or study_folder(fixed)).absolute()

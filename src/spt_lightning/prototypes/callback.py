@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
@@ -27,6 +28,11 @@ from .strategies import (
 from .vipamin import first_images, vipamin
 
 log = logging.getLogger(__name__)
+
+
+@functools.cache
+def _warn_once(message: str) -> None:
+    log.warning(message)
 
 
 def _check(key: str, value: Any, kind: type, ok, expected: str) -> None:
@@ -210,12 +216,16 @@ class PrototypeInit(Callback):
         capture_time = time.perf_counter() - started
         values, layers = [], []
         gpu = kmeans_gpu(device) if self.strategy == "kmeans" else None
+        if self.strategy == "kmeans" and gpu is None and torch.cuda.is_available():
+            _warn_once("k-means runs on the CPU: CUDA is available but this FAISS sees no GPU. Install the CUDA "
+                       "build (pip install faiss-gpu-cu12, without faiss-cpu beside it) for GPU k-means.")
         for layer, collector in enumerate(collectors):
             value, stats = prototypes(self.strategy, collector, layer, model.prompts.length, self.kmeans_iters,
                                       self.seed, gpu)
             values.append(value)
             layers.append(stats)
         stats = {"layers": layers, "capture_time": capture_time,
+                 **({"kmeans_device": "cpu" if gpu is None else f"cuda:{gpu}"} if self.strategy == "kmeans" else {}),
                  "prototype_time": time.perf_counter() - started - capture_time, "cache": "miss" if path else "off"}
         entry = {"prompts": torch.stack(values), "stats": stats}
         if path is not None:
