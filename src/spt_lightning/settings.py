@@ -39,9 +39,10 @@ def settings(config: dict[str, Any]) -> dict[str, Any]:
     swaps = sorted(((value, PLACEHOLDERS[name]) for name, value in paths.items() if value), key=lambda s: -len(s[0]))
 
     def placeheld(value: Any) -> Any:
-        if isinstance(value, str):
+        if isinstance(value, str):  # a path under one of the folders (its prefix), not any substring
             for path, placeholder in swaps:
-                value = value.replace(path, placeholder)
+                if value == path or value.startswith(f"{path.rstrip('/')}/"):
+                    return placeholder + value[len(path):]
         elif isinstance(value, list):
             value = [placeheld(v) for v in value]
         return value
