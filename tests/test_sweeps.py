@@ -177,7 +177,8 @@ def test_a_study_reuses_a_run_only_for_its_own_settings(tmp_path, monkeypatch):
 def test_study_on_the_joblib_launcher_and_resumed_on_the_basic_one(tmp_path):
     """Two tasks' grids as one batch of 2 side-by-side jobs; a deleted run is all that a rerun trains."""
     env = {"SPT_LOG_DIR": str(tmp_path / "logs"), "SPT_CACHE": str(tmp_path / "cache"), "WANDB_MODE": "offline"}
-    args = [*FAST, "task=demo/synthetic,demo/synthetic8", "optim.optimizer.lr=0.02,0.001", "--seeds", "1",
+    args = [*FAST, "task=demo/synthetic,demo/synthetic8", "optim.optimizer.lr=0.02,0.001", "data.num_workers=1",
+            "--seeds", "1",
             "--out", str(tmp_path / "study")]
     run = lambda *extra: subprocess.run([sys.executable, "-m", "spt_lightning.tune", *args, *extra],  # noqa: E731
                                         capture_output=True, text=True, env={**os.environ, **env}, timeout=600)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import multiprocessing as mp
 import os
 import signal
 from collections.abc import Sequence
@@ -151,6 +152,9 @@ class TaskDataModule(L.LightningDataModule):
             collate_fn=collate_skipping_none if self.skip_corrupt else None,
             worker_init_fn=partial(_worker_init, rank=self.trainer.global_rank if self.trainer is not None else 0)
             if self.num_workers else None,
+            # NOTE: fork, as Linux has it by default: inside a launcher's worker (joblib's loky) or from
+            # Python 3.14 on, the default would pickle the dataset and its transforms to each worker.
+            multiprocessing_context="fork" if self.num_workers and "fork" in mp.get_all_start_methods() else None,
         )
 
     def train_dataloader(self) -> DataLoader:
