@@ -16,6 +16,7 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from .errors import ConfigError, SptError
+from .settings import differences, neutral
 
 RESUME_MODES = ("auto", "never")
 LAST = Path("checkpoints") / "last.ckpt"
@@ -60,8 +61,6 @@ SAVED_CONFIG = Path(".hydra") / "config.yaml"
 
 
 def _may_change(key: str) -> bool:
-    from .settings import neutral
-
     return neutral(key) or any(key == k or key.startswith(f"{k}.") for k in RESUME_MAY_CHANGE)
 
 
@@ -103,19 +102,14 @@ def _plain(value: Any) -> Any:
 def check_same_settings(cfg: DictConfig, output_dir: Path) -> None:
     """``resume=auto`` continues an unfinished run in ``output_dir`` only with the settings it was started
     with (those a resumed run may change aside)."""
-    from .settings import settings
-
     if not (output_dir / SAVED_CONFIG).is_file():
         return
-    before = settings(OmegaConf.to_container(OmegaConf.load(output_dir / SAVED_CONFIG), resolve=True))
-    now = settings(OmegaConf.to_container(cfg, resolve=True))
-    changed = sorted(k for k in before.keys() | now.keys()
-                     if before.get(k, "<absent>") != now.get(k, "<absent>") and not _may_change(k))
+    before = OmegaConf.to_container(OmegaConf.load(output_dir / SAVED_CONFIG), resolve=True)
+    changed = differences(before, OmegaConf.to_container(cfg, resolve=True), ignore=_may_change)
     if changed:
-        shown = "; ".join(f"{k}: {before.get(k, '<absent>')!r} -> {now.get(k, '<absent>')!r}" for k in changed[:3])
-        raise RunFolderError(f"{output_dir} holds an unfinished run of other settings ({shown}); nothing was written. "
-                             f"Continue it with its own settings (resume={output_dir}), or pass overwrite=true to "
-                             f"start it afresh.")
+        raise RunFolderError(f"{output_dir} holds an unfinished run of other settings ({'; '.join(changed)}); nothing "
+                             f"was written. Continue it with its own settings (resume={output_dir}), or pass "
+                             f"overwrite=true to start it afresh.")
 
 
 def resume_point(output_dir: Path, resume: str, overwrite: bool) -> tuple[Path | None, bool]:

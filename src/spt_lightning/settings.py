@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from typing import Any
 
 # Keys that never change what a run computes: where it reads and writes, how it logs and shows progress,
@@ -56,8 +57,10 @@ def digest(config: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def differences(stored: dict[str, Any], requested: dict[str, Any], limit: int = 3) -> list[str]:
-    """``key: stored -> requested`` for the first settings that differ (for a refusal's message)."""
+def differences(stored: dict[str, Any], requested: dict[str, Any], limit: int = 3,
+                ignore: Callable[[str], bool] = lambda key: False) -> list[str]:
+    """``key: stored -> requested`` for the first settings that differ, less the ``ignore``d keys (for a
+    refusal's message)."""
     a, b = settings(stored), settings(requested)
-    keys = sorted(k for k in a.keys() | b.keys() if a.get(k, "<absent>") != b.get(k, "<absent>"))
+    keys = sorted(k for k in a.keys() | b.keys() if a.get(k, "<absent>") != b.get(k, "<absent>") and not ignore(k))
     return [f"{k}: {a.get(k, '<absent>')!r} -> {b.get(k, '<absent>')!r}" for k in keys[:limit]]
