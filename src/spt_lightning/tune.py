@@ -40,7 +40,7 @@ from typing import Any
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from .config import check_launcher, check_overrides, compose_train
+from .config import check_overrides, compose_train
 from .errors import SptError
 from .files import write_atomically
 from .launch import hydra_launcher, launcher_overrides
@@ -188,7 +188,6 @@ def tune_final(overrides: list[str], root: Path | None = None, seeds: int = 3) -
     """Grid → choice on val → final seeds for each task, through Hydra's launcher; returns
     ``{task: summary}`` and prints the table."""
     hydra_args, overrides = launcher_overrides(overrides)
-    check_launcher(hydra_args)
     fixed, points = grid(overrides)
     check_overrides(fixed)
     tasks, points = _tasks(fixed, points)
