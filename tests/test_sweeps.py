@@ -138,6 +138,16 @@ def test_tune_chooses_at_the_last_epoch_runs_finals_and_reports_them(tmp_path, m
     stamps = _stamps(tmp_path / "study")
     (again,) = _study(tmp_path, "optim.optimizer.lr=1e-6,5e-2", seeds=2).values()
     assert again["final_test_acc1"] == summary["final_test_acc1"] and _stamps(tmp_path / "study") == stamps
+    # the exported choices read back: the same final runs (same folders, so reused), no grid run
+    rows = list(__import__("csv").DictReader((tmp_path / "study" / "hyperparameters.csv").open()))
+    assert rows == [{"task": "demo/synthetic", "optim.optimizer.lr": summary["chosen"][0].split("=")[1],
+                     "val_acc1_last": str(summary["chosen_val_acc1_last"])}]
+    from spt_lightning.tune import tune_final
+
+    (final_only,) = tune_final([*FAST], root=tmp_path / "study", seeds=2,
+                               chosen=tmp_path / "study" / "hyperparameters.csv").values()
+    assert final_only["final_dirs"] == summary["final_dirs"] and final_only["grid"] == []
+    assert final_only["final_test_acc1"] == summary["final_test_acc1"] and _stamps(tmp_path / "study") == stamps
 
 
 @pytest.mark.slow
@@ -225,6 +235,27 @@ def test_tune_takes_the_recipes_grid_and_tunes_each_task(tmp_path, monkeypatch, 
     assert "| mean of 2 tasks |" in capsys.readouterr().out
 
 
+def test_vipamin_recipe_is_its_authors_joint_grid_and_needs_its_init(tmp_path):
+    from spt_lightning.config import compose_train as _compose
+    from spt_lightning.tune import TuneError, _recipe_points, read_choices, tune_final
+
+    cfg = _compose(["task=vtab/dtd", "pretrain=mae", "method=spt_shallow", "prompt.init=vipamin", "recipe=vipamin"])
+    points = _recipe_points(cfg)
+    assert len(points) == 7 * 9 and cfg.prompt.length == 100 and cfg.recipe.batch_size == 32
+    pairs = {(p[1], p[2]) for p in points}
+    assert pairs == {(f"init.vipamin_k={k}", f"init.vipamin_lambda={lam}") for k in (2, 8, 32, 128) for lam in (0.0, 0.5)} | {
+        ("init.vipamin_k=2", "init.vipamin_lambda=1.0")}
+    lrs = sorted({float(p[0].split("=")[1]) for p in points})
+    assert lrs == pytest.approx([base * 32 / 256 for base in (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)])
+    with pytest.raises(TuneError, match="varies init.vipamin_k, init.vipamin_lambda, which prompt.init=kmeans does not"):
+        tune_final(["task=vtab/dtd", "method=spt_shallow", "recipe=vipamin"], root=tmp_path / "s")
+    (tmp_path / "c.csv").write_text("task,optim.optimizer.lr\ndemo/synthetic8,0.01\n")
+    with pytest.raises(TuneError, match="has no row for demo/synthetic; nothing was run"):
+        tune_final(["task=demo/synthetic"], root=tmp_path / "s", chosen=tmp_path / "c.csv")
+    assert read_choices(tmp_path / "c.csv")["demo/synthetic8"]["chosen"] == ["optim.optimizer.lr=0.01"]
+    assert not (tmp_path / "s").exists()
+
+
 def test_choice_reports_ties_and_an_optimum_on_the_grids_edge():
     from spt_lightning.tune import Job, choose
 
@@ -272,20 +303,25 @@ def test_report_pairs_each_init_with_spt_kmeans_on_the_same_images(tmp_path):
 
 
 def test_published_numbers_are_well_formed_and_consistent():
-    """Every shipped number names a known method, pretrain, task or group and source; VPT's per-task
-    numbers average to its group means (the paper's Table 1: 78.48 / 82.43 / 54.98 for VPT-deep)."""
+    """Every shipped number names a known method (or an anchor), prompt init, pretrain, task or group, its
+    convention and a source; VPT's per-task numbers average to its group means (the paper's Table 1: 78.48 /
+    82.43 / 54.98 for VPT-deep); VIPAMIN's overall mean is the 19-task mean of its group means."""
     import csv
     from importlib.resources import files
 
-    from spt_lightning.published import SOURCES, published
+    from spt_lightning.prototypes.strategies import STRATEGIES
+    from spt_lightning.published import ANCHORS, SOURCES, convention, published
     from spt_lightning.report import GROUP_TITLES, GROUPS, published_for
 
     rows = list(csv.DictReader((files("spt_lightning") / "published.csv").open()))
     tasks = {t for ts in GROUPS.values() for t in ts}
+    overall = {"VTAB mean of 19 tasks", "VTAB mean of 3 groups"}
     conf = Path(files("spt_lightning.conf"))
     for row in rows:
-        assert (conf / "method" / f"{row['method']}.yaml").exists() and (conf / "pretrain" / f"{row['pretrain']}.yaml").exists()
-        assert row["benchmark"] in tasks | set(GROUP_TITLES.values()) and row["source"] in SOURCES
+        assert (conf / "method" / f"{row['method']}.yaml").exists() or row["method"] in ANCHORS
+        assert (conf / "pretrain" / f"{row['pretrain']}.yaml").exists() and row["init"] in ("", *STRATEGIES)
+        assert row["benchmark"] in tasks | set(GROUP_TITLES.values()) | overall and row["source"] in SOURCES
+        assert row["convention"].startswith(convention(row["benchmark"]))  # a task row may say over what
         assert 0 < float(row["top1"]) <= 100
     assert len(published("vpt_deep", "sup_in21k", "vit_base_patch16_224")) == 24  # 19 VTAB + 5 FGVC tasks
     final = ("vpt_deep", "sup_in21k", "vit_base_patch16_224", 50, (("data.protocol", '"final"'),))
@@ -295,6 +331,26 @@ def test_published_numbers_are_well_formed_and_consistent():
         assert numbers[title] == (pytest.approx(paper, abs=0.05), "computed")
     assert published_for(final[:4] + ((("data.protocol", '"select"'),),), {"standard": True}) == {}  # another protocol
     assert published_for(final, {"standard": False}) == {}  # splits other than the papers': no published number
+    for pretrain in ("mae", "mocov3"):
+        vipamin = published("spt_shallow", pretrain, "vit_base_patch16_224", init="vipamin")
+        groups = [vipamin[f"VTAB {g}"][0] for g in ("Natural", "Specialized", "Structured")]
+        assert vipamin["VTAB mean of 19 tasks"][0] == pytest.approx((7 * groups[0] + 4 * groups[1] + 8 * groups[2]) / 19,
+                                                                    abs=0.005)
+
+
+def test_a_setting_meets_the_published_numbers_of_its_own_prompt_init():
+    """SPT-shallow with VIPAMIN's init is compared with VIPAMIN's numbers, with its own (k-means) with SPT's;
+    a linear probe (no prompts) with the linear numbers whatever prompt.init says."""
+    from spt_lightning.report import published_for
+
+    def key(method, init, pretrain="mae"):
+        return (method, pretrain, "vit_base_patch16_224", 100,
+                (("data.protocol", '"final"'), ("prompt.init", json.dumps(init))))
+
+    assert published_for(key("spt_shallow", "vipamin"), {"standard": True})["VTAB Natural"] == (62.60, "vipamin_readme")
+    assert published_for(key("spt_shallow", "kmeans"), {"standard": True})["VTAB Natural"] == (62.53, "natural_means")
+    assert published_for(key("spt_shallow", "random"), {"standard": True}) == {}  # nobody published that
+    assert published_for(key("linear", "kmeans", "sup_in21k"), {"standard": True})["FGVC"] == (79.32, "protocol_notes")
 
 
 def test_report_puts_published_numbers_beside_a_matching_setting(tmp_path):
@@ -313,7 +369,8 @@ def test_report_puts_published_numbers_beside_a_matching_setting(tmp_path):
     table = markdown(aggregate(load_runs([tmp_path])), [])
     assert "4 run(s) repeat the seed of another run of their setting and task (counted once)" in table
     beside = [line for line in table.splitlines() if "| vtab/cifar100 | 80.00 |" in line]
-    assert beside == ["| vpt_deep | sup_in21k | vit_base_patch16_224 | 10 | vtab/cifar100 | 80.00 | 78.80 | +1.20 | [1] |"]
+    assert beside == ["| vpt_deep | sup_in21k | vit_base_patch16_224 | 10 | vtab/cifar100 | 80.00 | 78.80 | +1.20 | task "
+                      "| [1] |"]
     assert "[1] VPT (Jia et al., ECCV 2022" in table
     assert report_main([str(tmp_path), "--out", str(tmp_path / "r")]) == 0
     rows = list(__import__("csv").DictReader((tmp_path / "r" / "report.csv").open()))

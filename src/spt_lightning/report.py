@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import SptError
-from .published import SOURCES, published
+from .published import SOURCES, convention, published
 from .runs import read_results
 from .settings import settings
 
@@ -159,14 +159,29 @@ def p_value(p: float) -> str:
     return "< 0.001" if p < 0.001 else f"{p:.3f}"
 
 
+def _own_init(method: str) -> str | None:
+    """The prompt init a method config sets (conf/method/<method>.yaml), None for an unknown method."""
+    from importlib.resources import files
+
+    from omegaconf import OmegaConf
+
+    path = files("spt_lightning.conf") / "method" / f"{method}.yaml"
+    if not path.is_file():
+        return None
+    with path.open() as f:
+        return OmegaConf.load(f).get("prompt", {}).get("init")
+
+
 def published_for(key: tuple, entry: dict[str, Any]) -> dict[str, tuple[float, str]]:
-    """The published numbers of this setting's method, pretrain and backbone, when it ran the papers'
-    protocol (``data.protocol=final``) on the papers' splits (every run's ``splits.standard``); a group's
-    mean of published per-task values where the paper's own is not shipped.
-    ``{task or group title: (top-1 %, source key)}``."""
-    if json.loads(dict(key[-1]).get("data.protocol", "null")) != "final" or not entry["standard"]:
+    """The published numbers of this setting's method (with its prompt init where that is not the method's
+    own, e.g. VIPAMIN), pretrain and backbone, when it ran the papers' protocol (``data.protocol=final``) on
+    the papers' splits (every run's ``splits.standard``); a group's mean of published per-task values where
+    the paper's own is not shipped. ``{task or group title: (top-1 %, source key)}``."""
+    config = dict(key[-1])
+    if json.loads(config.get("data.protocol", "null")) != "final" or not entry["standard"]:
         return {}
-    numbers = published(*key[:3])
+    own, init = _own_init(key[0]), json.loads(config.get("prompt.init", "null"))
+    numbers = published(*key[:3], init="" if None in (own, init) or init == own else init)  # own None: no prompts
     for group, title in GROUP_TITLES.items():
         tasks = GROUPS.get(group, [])
         if title not in numbers and tasks and all(t in numbers for t in tasks):
@@ -175,7 +190,8 @@ def published_for(key: tuple, entry: dict[str, Any]) -> dict[str, tuple[float, s
 
 
 def beside_published(settings) -> str:
-    """Each of our figures whose setting has a published one: ours, published, the difference, the source."""
+    """Each of our figures whose setting has a published one: ours, published, the difference, how both are
+    averaged, the source."""
     lines, used = [], []
     for key, e in sorted(settings.items(), key=lambda kv: tuple(str(x) for x in kv[0])):
         numbers = published_for(key, e)
@@ -185,14 +201,16 @@ def beside_published(settings) -> str:
                 number, source = numbers[name]
                 used += [source] if source not in used else []
                 lines.append(f"| {' | '.join(map(str, key[:4]))} | {name} | {value:.2f} | {number:.2f} | "
-                             f"{value - number:+.2f} | [{used.index(source) + 1}] |")
+                             f"{value - number:+.2f} | {convention(name)} | [{used.index(source) + 1}] |")
     if not lines:
         return ""
-    head = "| method | pretrain | backbone | P | task / group | ours | published | ours − published | source |"
+    head = ("| method | pretrain | backbone | P | task / group | ours | published | ours − published | averaged as "
+            "| source |")
     notes = "".join(f"[{i + 1}] {SOURCES[s]}\n" for i, s in enumerate(used))
-    return ("\nBeside the published numbers (same method, pretrain and backbone; `data.protocol=final` on the "
-            "papers' splits):\n\n"
-            + head + "\n|" + " --- |" * 9 + "\n" + "\n".join(lines) + "\n\n" + notes)
+    return ("\nBeside the published numbers (same method, prompt init, pretrain and backbone; `data.protocol=final` "
+            "on the papers' splits; ours averaged as the published number is: a task over seeds, a group over its "
+            "tasks, the VTAB overall figure in the convention its name says):\n\n"
+            + head + "\n|" + " --- |" * 10 + "\n" + "\n".join(lines) + "\n\n" + notes)
 
 
 def _cell(values: list[float]) -> str:

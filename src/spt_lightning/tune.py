@@ -21,12 +21,17 @@ A run is known by its settings (``settings.py``: the resolved config less paths,
 its folder is ``<study>/<task>/<grid|final>/<label>-<digest of its settings>``, and a finished run there is
 reused only when its stored settings equal the requested ones. The same command again, after a crash or
 a preemption, runs only what is missing; a changed grid, recipe or choice runs what is new.
-``<study>/<task>/tune_final.json`` records the grid, the scores, the choice and the final runs.
+``<study>/<task>/tune_final.json`` records the grid, the scores, the choice and the final runs;
+``<study>/hyperparameters.csv`` every task's choice, which ``--chosen`` reads back to run only the final
+runs (the same command, another machine or more seeds):
+
+    python -m spt_lightning.tune experiment=paper/vtab pretrain=mae method=spt_deep --chosen hyperparameters.csv
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import hashlib
 import itertools
 import json
@@ -80,8 +85,19 @@ def _tasks(fixed: list[str], points: list[list[str]]) -> tuple[list[str], list[l
 
 
 def _recipe_points(cfg: DictConfig) -> list[list[str]]:
-    axes = [[f"{key}={value}" for value in values] for key, values in (cfg.recipe.get("grid") or {}).items()]
-    return [list(p) for p in itertools.product(*axes)] if axes else [[]]
+    """The recipe's grid: the product of its axes. An axis is ``key: [values]``, or ``name: [mappings]`` whose
+    keys vary jointly (VIPAMIN's (K, lambda) pairs)."""
+    axes = [[[f"{k}={v}" for k, v in value.items()] if isinstance(value, DictConfig) else [f"{key}={value}"]
+             for value in values] for key, values in (cfg.recipe.get("grid") or {}).items()]
+    return [[o for part in p for o in part] for p in itertools.product(*axes)] if axes else [[]]
+
+
+def _check_init_keys(cfg: DictConfig, points: list[list[str]]) -> None:
+    """A grid over VIPAMIN's keys trains the same model at every value unless the init is VIPAMIN's."""
+    swept = sorted({o.split("=", 1)[0] for p in points for o in p if o.startswith("init.vipamin_")})
+    if swept and cfg.prompt.init != "vipamin":
+        raise TuneError(f"the grid varies {', '.join(swept)}, which prompt.init={cfg.prompt.init} does not read; "
+                        f"add prompt.init=vipamin (or use another recipe)")
 
 
 def _slug(text: str, length: int) -> str:
@@ -184,9 +200,47 @@ def study_folder(fixed: list[str]) -> Path:
             f"{_slug(text, 80)}-{hashlib.sha256(text.encode()).hexdigest()[:8]}")
 
 
-def tune_final(overrides: list[str], root: Path | None = None, seeds: int = 3) -> dict[str, dict[str, Any]]:
+HYPERPARAMETERS = "hyperparameters.csv"
+
+
+def write_choices(path: Path, choices: dict[str, dict[str, Any]]) -> None:
+    """Each task's chosen values as a CSV (``task``, one column per tuned key, the val score): what
+    ``--chosen`` reads back to run the final runs only."""
+    keys = list(dict.fromkeys(o.split("=", 1)[0] for c in choices.values() for o in c["chosen"]))
+
+    def write(tmp: Path) -> None:
+        with tmp.open("w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["task", *keys, "val_acc1_last"])
+            for task, c in choices.items():
+                values = dict(o.split("=", 1) for o in c["chosen"])
+                w.writerow([task, *(values.get(k, "") for k in keys), c.get("chosen_val_acc1_last", "")])
+
+    write_atomically(path, write)
+
+
+def read_choices(path: Path) -> dict[str, dict[str, Any]]:
+    """``{task: {"chosen": [key=value...], ...}}`` from a CSV written by :func:`write_choices`."""
+    if not path.is_file():
+        raise TuneError(f"--chosen {path}: no such file (a study writes {HYPERPARAMETERS} into its folder)")
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows or "task" not in rows[0]:
+        raise TuneError(f"--chosen {path}: expected a CSV with a 'task' column and one column per tuned key")
+    out = {}
+    for row in rows:
+        chosen = [f"{k}={v}" for k, v in row.items() if k not in ("task", "val_acc1_last") and v != ""]
+        score = row.get("val_acc1_last")
+        out[row["task"]] = {"grid": [], "chosen": chosen, "chosen_val_acc1_last": float(score) if score else None,
+                            "ties": [], "edge": [], "rule": f"read from {path}"}
+    return out
+
+
+def tune_final(overrides: list[str], root: Path | None = None, seeds: int = 3,
+               chosen: Path | None = None) -> dict[str, dict[str, Any]]:
     """Grid → choice on val → final seeds for each task, through Hydra's launcher; returns
-    ``{task: summary}`` and prints the table."""
+    ``{task: summary}`` and prints the table. ``chosen``: a ``hyperparameters.csv`` of an earlier study,
+    whose per-task choices are used instead of a grid (the final runs only)."""
     hydra_args, overrides = launcher_overrides(overrides)
     fixed, points = grid(overrides)
     check_overrides(fixed)
@@ -195,19 +249,29 @@ def tune_final(overrides: list[str], root: Path | None = None, seeds: int = 3) -
     root = Path(root or study_folder(fixed)).absolute()
     fixed = [o for o in fixed if not o.startswith("task=")]
     overwrite = "overwrite=true" in fixed
+    names = {task: task.split("=", 1)[1] for task in tasks}
+    read = read_choices(chosen) if chosen else {}
+    missing = [names[t] for t in tasks if chosen and names[t] not in read]
+    if missing:
+        raise TuneError(f"--chosen {chosen} has no row for {', '.join(missing)}; nothing was run")
     grids = {}
     for task in tasks:  # every task and grid point is checked before any run
         check_overrides([*fixed, task])
-        grids[task] = points if points != [[]] else _recipe_points(compose_train([*fixed, task]))
+        cfg = compose_train([*fixed, task])
+        grids[task] = [read[names[task]]["chosen"]] if chosen else (
+            points if points != [[]] else _recipe_points(cfg))
+        _check_init_keys(cfg, grids[task])
         for point in grids[task]:
             check_overrides([*fixed, task, *point])
     summaries = {}
     with hydra_launcher(hydra_args, root) as launch:
-        names = {task: task.split("=", 1)[1] for task in tasks}
-        jobs = {task: [plan([*fixed, task, *p, "data.protocol=tune"], root, f"{_slug(names[task], 40)}/grid",
-                            _label(p)) for p in grids[task]] for task in tasks}
-        run_phase(launch, [j for js in jobs.values() for j in js], overwrite, "grid")
-        choices = {task: choose(grids[task], jobs[task]) for task in tasks}
+        if chosen:
+            choices = {task: read[names[task]] for task in tasks}
+        else:
+            jobs = {task: [plan([*fixed, task, *p, "data.protocol=tune"], root, f"{_slug(names[task], 40)}/grid",
+                                _label(p)) for p in grids[task]] for task in tasks}
+            run_phase(launch, [j for js in jobs.values() for j in js], overwrite, "grid")
+            choices = {task: choose(grids[task], jobs[task]) for task in tasks}
         finals = {task: [plan([*fixed, task, *c["chosen"], "data.protocol=final", f"seed={seed}",
                                f"tuned=[{','.join(o.split('=', 1)[0] for o in c['chosen'])}]"],
                               root, f"{_slug(names[task], 40)}/final", f"seed{seed}") for seed in range(seeds)]
@@ -220,8 +284,12 @@ def tune_final(overrides: list[str], root: Path | None = None, seeds: int = 3) -
         write_atomically(root / _slug(names[task], 40) / "tune_final.json",
                          lambda tmp: tmp.write_text(json.dumps(summary, indent=2)))
         summaries[names[task]] = summary
+    if not chosen:
+        write_choices(root / HYPERPARAMETERS, {names[t]: c for t, c in choices.items()})
     print(table(summaries, seeds))
-    print(f"study folder: {root}\nthe report beside the published numbers: python -m spt_lightning.report {root}")
+    print(f"study folder: {root}\nper-task choices: {root / HYPERPARAMETERS} (re-run the final runs only: the same "
+          f"command with --chosen that file)\nthe report beside the published numbers: "
+          f"python -m spt_lightning.report {root}")
     return summaries
 
 
@@ -237,7 +305,8 @@ def table(summaries: dict[str, dict[str, Any]], seeds: int) -> str:
             cell += f" ({s['final_failed']} failed)"
         if tests:
             means.append(statistics.mean(tests))
-        lines.append(f"| {task} | {' '.join(s['chosen']) or '(defaults)'} | {100 * s['chosen_val_acc1_last']:.2f} "
+        val = s["chosen_val_acc1_last"]
+        lines.append(f"| {task} | {' '.join(s['chosen']) or '(defaults)'} | {'' if val is None else f'{100 * val:.2f}'} "
                      f"| {cell} |")
         if s["ties"]:
             notes.append(f"{task}: {len(s['ties'])} points tie on val ({'; '.join(' '.join(t) for t in s['ties'])})")
@@ -251,11 +320,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m spt_lightning.tune", description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3, help="final runs per task (seeds 0..N-1; VPT used 5)")
     parser.add_argument("--out", type=Path, default=None, help="study folder (default: <log_dir>/tune/<the command>)")
+    parser.add_argument("--chosen", type=Path, default=None,
+                        help=f"a study's {HYPERPARAMETERS}: its per-task choices, no grid (the final runs only)")
     args, overrides = parser.parse_known_args(argv)
     if args.seeds < 1:
         parser.error("--seeds must be >= 1")
     try:
-        tune_final(overrides, args.out, args.seeds)
+        tune_final(overrides, args.out, args.seeds, args.chosen)
     except SptError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

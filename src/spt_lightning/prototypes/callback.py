@@ -25,7 +25,7 @@ from .strategies import (
     needs_data,
     prototypes,
 )
-from .vipamin import first_images, vipamin
+from .vipamin import ORTH_SCALES, VALUE_BLOCKS, first_images, vipamin
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +63,14 @@ class PrototypeInit(Callback):
             the images).
         kmeans_iters: Lloyd iterations of FAISS k-means.
         vipamin_k: VIPAMIN's K: patch tokens averaged per matched prompt (its code tunes 2, 8, 32, 128).
-        vipamin_lambda: VIPAMIN's lambda: weight of the orthogonal part (its code tunes 0, 0.5, 1).
+        vipamin_lambda: VIPAMIN's lambda: weight of the orthogonal part (its code tunes (K, lambda) in
+            {2, 8, 32, 128} x {0, 0.5} and (2, 1) jointly with the lr: recipe=vipamin).
         vipamin_images: Images in VIPAMIN's one batch (its code: 256).
+        vipamin_values: Which block's value projection maps layer i's orthogonal part: ``code`` (the
+            authors' loop: layer 1 takes the last block whose index starts with 1, block 11 of 12) or
+            ``own`` (block i's).
+        vipamin_orth_scale: The orthogonal part's scale: ``code`` (as ``pinv(W_V)`` gives it), ``match``
+            (each prompt at the layer's mean matching-prompt norm) or ``tokens`` (at its patch tokens').
         seed: Seed of sampling and k-means.
         cache_dir: Folder of cached prototypes (``None``: no cache).
         batch_size: Batch size of the capture pass (``None``: the datamodule's).
@@ -82,6 +88,8 @@ class PrototypeInit(Callback):
         vipamin_k: int = 8,
         vipamin_lambda: float = 0.5,
         vipamin_images: int = 256,
+        vipamin_values: str = "code",
+        vipamin_orth_scale: str = "code",
         seed: int = 0,
         cache_dir: str | None = None,
         batch_size: int | None = None,
@@ -100,13 +108,20 @@ class PrototypeInit(Callback):
         _check("init.vipamin_k", vipamin_k, int, lambda v: v >= 1, "an integer >= 1")
         _check("init.vipamin_lambda", vipamin_lambda, float, lambda v: 0 <= v <= 1, "a number in [0, 1]")
         _check("init.vipamin_images", vipamin_images, int, lambda v: v >= 1, "an integer >= 1")
+        if vipamin_values not in VALUE_BLOCKS:
+            raise PrototypeError(f"init.vipamin_values={vipamin_values!r}: expected one of {', '.join(VALUE_BLOCKS)}")
+        if vipamin_orth_scale not in ORTH_SCALES:
+            raise PrototypeError(f"init.vipamin_orth_scale={vipamin_orth_scale!r}: expected one of "
+                                 f"{', '.join(ORTH_SCALES)}")
         # What determines the prototypes besides the data and the model (part of the cache key).
         self.settings = {"strategy": strategy, "tokens_per_prompt": tokens_per_prompt,
                          "data_fraction": data_fraction, "layer0": layer0, "transforms": transforms, "pooling": pooling,
                          "kmeans_iters": kmeans_iters, "seed": seed}
         if strategy == "vipamin":
-            self.settings |= {"vipamin_k": vipamin_k, "vipamin_lambda": vipamin_lambda, "vipamin_images": vipamin_images}
+            self.settings |= {"vipamin_k": vipamin_k, "vipamin_lambda": vipamin_lambda, "vipamin_images": vipamin_images,
+                              "vipamin_values": vipamin_values, "vipamin_orth_scale": vipamin_orth_scale}
         self.vipamin = (vipamin_k, vipamin_lambda, vipamin_images)
+        self.vipamin_form = {"values": vipamin_values, "orth_scale": vipamin_orth_scale}
         self.strategy, self.tokens_per_prompt, self.data_fraction = strategy, tokens_per_prompt, data_fraction
         self.kmeans_iters, self.seed, self.batch_size = kmeans_iters, seed, batch_size
         self.layer0, self.train_transforms, self.pooling = layer0, transforms == "train", pooling
@@ -169,7 +184,7 @@ class PrototypeInit(Callback):
         started = time.perf_counter()
         k, lamb, count = self.vipamin
         images = first_images(loader, count)
-        prompts = vipamin(model, images, k, float(lamb), self.seed)
+        prompts = vipamin(model, images, k, float(lamb), self.seed, **self.vipamin_form)
         return {"prompts": prompts, "stats": {"layers": [{"tokens": len(images) * model.vit.patch_embed.num_patches}
                                                           for _ in range(len(prompts))],
                                               "images": len(images), "capture_time": time.perf_counter() - started,

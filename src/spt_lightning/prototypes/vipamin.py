@@ -12,6 +12,22 @@ For each prompted layer i, with the model's current (VPT xavier) prompts in plac
   through block i's value projection, projected onto the orthogonal complement of that span and mapped
   back with ``pinv(W_V)`` (the code's form: ``(v - b) @ pinv(W_V)``, not ``pinv(W_V).T``);
 - the prompts are ``(1 - lambda) * matching + lambda * orthogonal``.
+
+Two switches, faithful to the code by default (``init.vipamin_values``, ``init.vipamin_orth_scale``):
+
+- **which block's value projection** maps layer i's orthogonal part: ``code`` takes the one the authors'
+  loop ends with. It matches parameter names by substring (``f"enc.blocks.{i}" in name``), so layer i gets
+  the *last* block whose index starts with the digits of i: in a 12-block ViT, layer 1 gets block **11**'s
+  ``W_V`` and bias (blocks 10 and 11 overwrite block 1's); every other layer its own. ``own``: block i's.
+- **the orthogonal part's scale**: ``code`` keeps it as ``pinv(W_V)`` gives it. With near-singular value
+  projections (smallest singular values 1e-5..1e-3 are common) it comes out 10-1000x the tokens' norm; a
+  pre-LN block ignores a prompt's scale in the forward pass but its gradient shrinks by the same factor,
+  so those prompts barely train. ``match`` rescales each orthogonal prompt to the layer's mean
+  matching-prompt norm before mixing, ``tokens`` to the layer's mean patch-token norm.
+
+Code and paper differ in two places; the code is followed: the paper maps ``P W_V r`` back without the value
+bias (the code adds it before the projection and subtracts it after: ``P (W_V r + b) - b``), and applies
+``W_V^+`` to column vectors (the code's row form ``v @ pinv(W_V)`` is ``pinv(W_V)^T v``).
 """
 
 from __future__ import annotations
@@ -23,6 +39,18 @@ import torch.nn.functional as F
 
 from ..models import PromptedViT
 from .errors import PrototypeError
+
+VALUE_BLOCKS = ("code", "own")
+ORTH_SCALES = ("code", "match", "tokens")
+
+
+def value_block(layer: int, depth: int, rule: str = "code") -> int:
+    """The block whose value projection maps layer ``layer``'s orthogonal part. ``code``: the last block j of
+    ``depth`` whose parameter names contain ``enc.blocks.{layer}`` (the authors' substring match: j's digits
+    start with ``layer``'s); ``own``: ``layer``."""
+    if rule == "own":
+        return layer
+    return max(j for j in range(depth) if str(j).startswith(str(layer)))
 
 
 def first_images(loader, count: int) -> torch.Tensor:
@@ -38,19 +66,22 @@ def first_images(loader, count: int) -> torch.Tensor:
     return torch.cat(batches)[:count]
 
 
-def _attention_outputs(model: PromptedViT, images: torch.Tensor, layers: int) -> list[torch.Tensor]:
-    """Per block i < layers of the prompt-free backbone: its attention output before ``proj``."""
+def _prompt_free_pass(model: PromptedViT, images: torch.Tensor, layers: int) -> tuple[list[torch.Tensor], list[float]]:
+    """Per block i < layers of the prompt-free backbone: its attention output before ``proj``, and the mean
+    L2 norm of the patch tokens entering it."""
     seen: list[torch.Tensor] = []
+    norms: list[float] = []
     blocks = model.vit.blocks[:layers]
     hooks = [b.attn.proj.register_forward_pre_hook(lambda _, args: seen.append(args[0])) for b in blocks]
     try:
         x = model.embed(images)
         for block in blocks:
+            norms.append(x[:, model.num_prefix_tokens:].float().norm(dim=-1).mean().item())
             x = block(x)
     finally:
         for hook in hooks:
             hook.remove()
-    return seen
+    return seen, norms
 
 
 def matching(model: PromptedViT, images: torch.Tensor, k: int) -> torch.Tensor:
@@ -76,12 +107,15 @@ def matching(model: PromptedViT, images: torch.Tensor, k: int) -> torch.Tensor:
     return torch.stack(out)
 
 
-def orthogonal(model: PromptedViT, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """``[layers, P, D]``: random prompts whose value vectors lie outside the span of the attention outputs."""
+def orthogonal(model: PromptedViT, images: torch.Tensor, generator: torch.Generator,
+               values: str = "code") -> torch.Tensor:
+    """``[layers, P, D]``: random prompts whose value vectors lie outside the span of the attention outputs
+    (``values``: which block's value projection maps them, see :func:`value_block`)."""
     prompts = model.prompts
     out = []
-    for i, attended in enumerate(_attention_outputs(model, images, prompts.num_layers)):
-        qkv = model.vit.blocks[i].attn.qkv
+    attention, _ = _prompt_free_pass(model, images, prompts.num_layers)
+    for i, attended in enumerate(attention):
+        qkv = model.vit.blocks[value_block(i, len(model.vit.blocks), values)].attn.qkv
         dim = attended.shape[-1]
         w_v = qkv.weight[2 * dim:].float().cpu()
         b_v = qkv.bias[2 * dim:].float().cpu() if qkv.bias is not None else torch.zeros(dim)
@@ -89,20 +123,32 @@ def orthogonal(model: PromptedViT, images: torch.Tensor, generator: torch.Genera
         outside = torch.eye(dim) - basis @ basis.T
         bound = math.sqrt(6.0 / (prompts.patch_fan_in + dim))
         random = (torch.rand(prompts.length, dim, generator=generator) * 2 - 1) * bound
-        values = (random @ w_v.T + b_v) @ outside.T
-        out.append((values - b_v) @ torch.linalg.pinv(w_v))
+        value = (random @ w_v.T + b_v) @ outside.T
+        out.append((value - b_v) @ torch.linalg.pinv(w_v))
     return torch.stack(out)
 
 
+def rescaled(orth: torch.Tensor, norms: torch.Tensor) -> torch.Tensor:
+    """``orth [layers, P, D]`` with every prompt of layer i at L2 norm ``norms[i]``."""
+    return F.normalize(orth, dim=-1) * norms.to(orth).view(-1, 1, 1)
+
+
 @torch.no_grad()
-def vipamin(model: PromptedViT, images: torch.Tensor, k: int, lamb: float, seed: int) -> torch.Tensor:
+def vipamin(model: PromptedViT, images: torch.Tensor, k: int, lamb: float, seed: int, values: str = "code",
+            orth_scale: str = "code") -> torch.Tensor:
     """The ``[layers, P, D]`` VIPAMIN prompts of ``model`` (its current prompts are the matching's queries)."""
     was_training = model.training
     model.eval()
     try:
         images = images.to(model.prompts.embeddings.device)
         match = matching(model, images, k).cpu()
-        orth = orthogonal(model, images, torch.Generator().manual_seed(seed)).cpu() if lamb else torch.zeros_like(match)
+        if not lamb:
+            return match
+        orth = orthogonal(model, images, torch.Generator().manual_seed(seed), values).cpu()
+        if orth_scale == "match":
+            orth = rescaled(orth, match.norm(dim=-1).mean(-1))
+        elif orth_scale == "tokens":
+            orth = rescaled(orth, torch.tensor(_prompt_free_pass(model, images, model.prompts.num_layers)[1]))
     finally:
         model.train(was_training)
     return (1 - lamb) * match + lamb * orth
