@@ -338,6 +338,20 @@ def test_published_numbers_are_well_formed_and_consistent():
                                                                     abs=0.005)
 
 
+def test_the_docs_table_of_published_numbers_is_the_one_report_prints(capsys):
+    """docs/published.md shows what `report --published` prints from published.csv: every row, each number
+    marked with its source, the anchors named as the papers do."""
+    from spt_lightning.report import main, published_table
+
+    assert main(["--published"]) == 0
+    printed = capsys.readouterr().out.strip()
+    docs = Path(__file__).resolve().parents[1] / "docs" / "published.md"
+    assert printed == published_table() and printed in docs.read_text()
+    rows = {tuple(line.split(" | ")[:2]): line for line in printed.splitlines() if line.startswith("| ")}
+    assert "64.09 [" in rows[("| spt_shallow + vipamin", "MAE")] and "79.54 [" in rows[("| VAPT", "MoCo v3")]
+    assert "78.49 *c*" in rows[("| vpt_deep", "sup. IN-21k")]  # VPT's Natural mean from its per-task rows
+
+
 def test_a_setting_meets_the_published_numbers_of_its_own_prompt_init():
     """SPT-shallow with VIPAMIN's init is compared with VIPAMIN's numbers, with its own (k-means) with SPT's;
     a linear probe (no prompts) with the linear numbers whatever prompt.init says."""

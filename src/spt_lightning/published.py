@@ -66,3 +66,47 @@ def convention(benchmark: str) -> str:
         return "task"
     return {"FGVC": "mean of 5 tasks", "VTAB mean of 19 tasks": "mean of 19 tasks",
             "VTAB mean of 3 groups": "mean of 3 group means"}.get(benchmark, "group mean")
+
+
+COLUMNS = ("FGVC", "VTAB Natural", "VTAB Specialized", "VTAB Structured", "VTAB mean of 19 tasks",
+           "VTAB mean of 3 groups")
+PRETRAINS = {"sup_in21k": "sup. IN-21k", "mae": "MAE", "mocov3": "MoCo v3"}
+
+
+def _label(method: str, init: str) -> str:
+    return ANCHORS[method].split(" (")[0] if method in ANCHORS else method + (f" + {init}" if init else "")
+
+
+def standing(groups: dict[str, list[str]]) -> str:
+    """Markdown: every shipped method × pretrain on the same columns (FGVC mean, VTAB-1k group means, both
+    overall conventions), each number marked with its source; a mean computed from a paper's per-task
+    numbers (or its group means) is marked *c*. ``groups``: each column's tasks, by its title."""
+    settings = dict.fromkeys((r["method"], r["init"], r["pretrain"]) for r in rows())
+    used: list[str] = []
+    lines = [f"| method | pretrain | {' | '.join(COLUMNS)} |", "|" + " --- |" * (len(COLUMNS) + 2)]
+    for pretrain in PRETRAINS:
+        for method, init, p in settings:
+            if p != pretrain:
+                continue
+            numbers = published(method, pretrain, "vit_base_patch16_224", init)
+            values: dict[str, float] = {}
+            cells = []
+            for column in COLUMNS:
+                tasks = groups.get(column, [])
+                if column in numbers:
+                    values[column], source = numbers[column]
+                    used += [source] if source not in used else []
+                    cells.append(f"{values[column]:.2f} [{used.index(source) + 1}]")
+                    continue
+                if tasks and all(t in numbers for t in tasks):
+                    values[column] = sum(numbers[t][0] for t in tasks) / len(tasks)
+                elif column.startswith("VTAB mean") and all(g in values for g in COLUMNS[1:4]):
+                    weights = [len(groups[g]) if "19" in column else 1 for g in COLUMNS[1:4]]  # tasks per group
+                    values[column] = sum(w * values[g] for w, g in zip(weights, COLUMNS[1:4])) / sum(weights)
+                cells.append(f"{values[column]:.2f} *c*" if column in values else "–")
+            if any(c != "–" for c in cells):
+                lines.append(f"| {_label(method, init)} | {PRETRAINS[pretrain]} | {' | '.join(cells)} |")
+    notes = [f"[{i + 1}] {SOURCES[s]}" for i, s in enumerate(used)]
+    return "\n".join(lines + ["", "- *c*: computed here from the paper's per-task values (or its three group "
+                                   "means); the paper's own may differ by 0.01-0.04 (it averages unrounded numbers)",
+                               *[f"- {n}" for n in notes]])

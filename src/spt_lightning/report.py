@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import SptError
-from .published import SOURCES, convention, published
+from .published import SOURCES, convention, published, standing
 from .runs import read_results
 from .settings import settings
 
@@ -390,11 +390,25 @@ def analysis_plots(runs: list[dict[str, Any]], out: Path) -> list[Path]:
     return written
 
 
+def published_table() -> str:
+    """Every shipped published number, method × pretrain on the report's columns (docs/published.md)."""
+    columns = {GROUP_TITLES[g]: tasks for g, tasks in GROUPS.items()}
+    columns["VTAB mean of 19 tasks"] = [t for g, tasks in GROUPS.items() if g.startswith("vtab_") for t in tasks]
+    return standing(columns)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m spt_lightning.report", description=__doc__.splitlines()[0])
-    parser.add_argument("dirs", nargs="+", type=Path, help="run or sweep folders (searched for results.json)")
+    parser.add_argument("dirs", nargs="*", type=Path, help="run or sweep folders (searched for results.json)")
     parser.add_argument("--out", type=Path, default=Path("report"), help="folder for report.md, report.csv, *.png")
+    parser.add_argument("--published", action="store_true",
+                        help="print where SPT stands: every shipped published number on the same columns, and exit")
     args = parser.parse_args(argv)
+    if args.published:
+        print(published_table())
+        return 0
+    if not args.dirs:
+        parser.error("give run or sweep folders (or --published)")
     try:
         runs = load_runs(args.dirs)
     except SptError as err:
