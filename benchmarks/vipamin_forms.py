@@ -1,9 +1,10 @@
 """VIPAMIN's forms against SPT's k-means on the demo (SPT-deep's architecture, P = 10, the demo recipe,
 seeds 0-2): the authors' code (layer 1 takes block 11's value projection, the orthogonal part at the scale
 ``pinv(W_V)`` gives it), each layer's own value projection, and the orthogonal part rescaled to the
-matching part's or to the tokens' norm. K = 8, lambda = 0.5 throughout.
+matching part's or to the tokens' norm. K = 8, lambda = 0.5 throughout. Every run also records the
+prompt-token analysis (``callbacks=prompt_analysis``); VPT's xavier init runs beside them for it.
 
-    python benchmarks/vipamin_forms.py run --out logs/vipamin_forms     # 5 forms x 3 seeds (about an hour on 2 cores)
+    python benchmarks/vipamin_forms.py run --out logs/vipamin_forms     # 6 forms x 3 seeds (about 90 minutes on 2 cores)
     python benchmarks/vipamin_forms.py table --out logs/vipamin_forms
 
 Paired against k-means: per seed the difference and McNemar's exact test on that seed's test images
@@ -29,6 +30,7 @@ FORMS = {  # folder -> overrides; the reference first
     "vipamin_code": ["prompt.init=vipamin"],
     "vipamin_match": ["prompt.init=vipamin", "init.vipamin_orth_scale=match"],
     "vipamin_tokens": ["prompt.init=vipamin", "init.vipamin_orth_scale=tokens"],
+    "xavier": ["prompt.init=xavier"],  # VPT-deep: the analysis' other side
     "vipamin_own": ["prompt.init=vipamin", "init.vipamin_values=own"],
 }
 SEEDS = "0,1,2"
@@ -41,7 +43,8 @@ def run(out: Path, extra: list[str]) -> None:
             continue
         print(f"== {name}: {' '.join(overrides)}", flush=True)
         subprocess.run([sys.executable, "-m", "spt_lightning", "-m", f"seed={SEEDS}", "method=spt_deep",
-                        "init.cache_dir=null", *overrides, *extra, f"hydra.sweep.dir={out / name}"], check=False)
+                        "init.cache_dir=null", "callbacks=[default,prompt_analysis]", *overrides, *extra,
+                        f"hydra.sweep.dir={out / name}"], check=False)
 
 
 def table(out: Path) -> str:

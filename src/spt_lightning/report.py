@@ -360,7 +360,7 @@ def analysis_plots(runs: list[dict[str, Any]], out: Path) -> list[Path]:
         rows = list(csv.DictReader(path.open()))
         epochs = sorted({int(r["epoch"]) for r in rows})
         layers = sorted({int(r["layer"]) for r in rows})
-        grid = [[next((float(r["mi"]) for r in rows if int(r["epoch"]) == e and int(r["layer"]) == i), float("nan"))
+        grid = [[next((float(r["dependence"]) for r in rows if int(r["epoch"]) == e and int(r["layer"]) == i), float("nan"))
                  for e in epochs] for i in layers]
         name = f"{run['task']} {run['method']} {run.get('prompt_init') or ''} P{run['prompt_length']} seed{run.get('seed')}"
         fig, ax = plt.subplots(figsize=(max(4, 0.4 * len(epochs) + 2), max(3, 0.3 * len(layers) + 1.5)))
