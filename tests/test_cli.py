@@ -39,6 +39,12 @@ def test_debug_fast_end_to_end(tmp_path):
     assert "last.ckpt" in ckpts and len(ckpts) == 2
     state = torch.load(out / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
     assert set(state) == {"model.prompts.embeddings", "model.vit.head.weight", "model.vit.head.bias"}
+    # a quiet console: each line once, no product tip or torch deprecation, the init as one readable line
+    lines = [line.split("] - ", 1)[-1] for line in (done.stdout + done.stderr).splitlines() if line.strip()]
+    repeated = {line for line in lines if lines.count(line) > 1 and any(c.isalpha() for c in line)}
+    assert not repeated and "Tip:" not in done.stderr and "LeafSpec" not in done.stderr
+    init = next(line for line in lines if line.startswith("Prompt init (kmeans): "))
+    assert init.startswith("Prompt init (kmeans): 2 layer(s), ") and init.endswith("k-means on cpu, cache miss")
 
 
 def test_resume_from_checkpoint(tmp_path):

@@ -38,9 +38,11 @@ def _quiet_worker_deaths(unraisable) -> None:
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def run(cfg: DictConfig) -> float | None:
     # Imported here, not above: --help, --cfg and a refused command line start without torch and Lightning.
+    from .progress import quiet_console
     from .results import exit_code, interrupted, record_outcome
     from .train import train
 
+    quiet_console()
     sys.unraisablehook = _quiet_worker_deaths
     try:
         results = train(cfg)

@@ -2,10 +2,29 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
+import warnings
 
 import lightning as L
+
+
+def quiet_console() -> None:
+    """Each line once, no product tips: Lightning's loggers print through the root logger Hydra set up
+    (console and the run's log file) instead of their own extra handler, and its advertising and a
+    deprecation it triggers inside torch are dropped."""
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        logger = logging.getLogger(name)
+        logger.handlers.clear()
+        logger.propagate = True
+    tips = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if not any(getattr(f, "spt_tips", False) for f in tips.filters):
+        drop = logging.Filter()
+        drop.filter = lambda record: "Tip:" not in record.getMessage()
+        drop.spt_tips = True
+        tips.addFilter(drop)
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated.*")
 
 
 def interactive() -> bool:

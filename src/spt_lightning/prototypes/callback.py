@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import time
 from pathlib import Path
@@ -33,6 +32,24 @@ log = logging.getLogger(__name__)
 @functools.cache
 def _warn_once(message: str) -> None:
     log.warning(message)
+
+
+def describe(stats: dict[str, Any]) -> str:
+    """The init statistics as one readable line: layers, tokens, k-means objective range, time, device, cache."""
+    layers = stats["layers"]
+    tokens = sorted({s["tokens"] for s in layers})
+    span = f"{tokens[0]:,}" if len(tokens) == 1 else f"{tokens[0]:,}-{tokens[-1]:,}"
+    parts = [f"{len(layers)} layer(s)", f"{span} tokens per layer"]
+    objective = [s["kmeans_objective"] for s in layers if "kmeans_objective" in s]
+    if objective:
+        parts.append(f"k-means objective {min(objective):,.0f}-{max(objective):,.0f}")
+    if "images" in stats:
+        parts.append(f"{stats['images']} images")
+    parts.append(f"{stats['time']:.1f} s (data pass {stats.get('capture_time', 0.0):.1f} s)")
+    if "kmeans_device" in stats:
+        parts.append(f"k-means on {stats['kmeans_device']}")
+    parts.append(f"cache {stats.get('cache', 'off')}")
+    return ", ".join(parts)
 
 
 def _check(key: str, value: Any, kind: type, ok, expected: str) -> None:
@@ -145,7 +162,7 @@ class PrototypeInit(Callback):
         with torch.no_grad():
             prompts.embeddings.copy_(entry["prompts"].to(prompts.embeddings))
         self.stats = {**entry["stats"], "time": time.perf_counter() - started}
-        log.info("Prompt init (%s): %s", self.strategy, json.dumps(self.stats))
+        log.info("Prompt init (%s): %s", self.strategy, describe(self.stats))
         metrics = {"init/time": self.stats["time"]}
         for layer, s in enumerate(self.stats["layers"]):
             metrics[f"init/tokens/layer{layer}"] = s["tokens"]
