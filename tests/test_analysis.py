@@ -104,5 +104,15 @@ def test_a_run_with_the_analysis_gets_its_heatmap_in_the_report(cfg_factory, tmp
     assert results["status"] == "ok" and len(rows) == (cfg.trainer.max_epochs + 1) * cfg.backbone.depth  # deep
     assert {int(r["epoch"]) for r in rows} == set(range(cfg.trainer.max_epochs + 1))
     assert report_main([str(tmp_path), "--out", str(tmp_path / "report")]) == 0
-    pngs = sorted(p.name for p in (tmp_path / "report" / "analysis").glob("*.png"))
-    assert len(pngs) == 2 and "mi_by_run.png" in pngs
+    (png,) = (tmp_path / "report" / "analysis").glob("*.png")
+    assert png.name.endswith("_dependence.png") and (tmp_path / "prompt_analysis.png").is_file()  # also in the run
+
+
+def test_heatmap_shows_every_layer_and_epoch_on_integer_ticks(tmp_path):
+    import pandas as pd
+
+    from spt_lightning.plots import analysis_heatmap
+
+    rows = pd.DataFrame([{"epoch": e, "layer": i, "dependence": 0.1 * e + 0.01 * i} for e in range(4) for i in range(3)])
+    path, shown = analysis_heatmap(rows, "demo", tmp_path / "h.png")
+    assert shown == {"layers": [0, 1, 2], "epochs": [0, 1, 2, 3]} and path.stat().st_size > 1000

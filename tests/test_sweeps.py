@@ -30,7 +30,9 @@ def test_multirun_grid_and_report_aggregates(tmp_path):
         assert float(row["mean"]) == pytest.approx(100 * r["test"]["acc1"], abs=1e-3)
     table = (out / "report.md").read_text()  # one row per method, the tasks as columns
     assert "demo/synthetic8" in table and table.count("| vpt_deep |") == table.count("| vpt_shallow |") == 1
-    assert (out / "accuracy_vs_prompt_length.png").stat().st_size > 1000
+    assert not (out / "accuracy_vs_prompt_length.png").exists()  # one prompt length: no line to draw
+    assert (out / "accuracy_vs_parameters.png").stat().st_size > 1000
+    assert {p.name for p in (out / "curves").iterdir()} == {"demo_synthetic.png", "demo_synthetic8.png"}
 
 
 def test_failed_job_is_recorded_and_the_sweep_goes_on(tmp_path):

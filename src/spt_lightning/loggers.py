@@ -8,7 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from lightning.fabric.loggers.logger import rank_zero_experiment
+from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.loggers import CSVLogger as LightningCSVLogger
+from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from omegaconf import DictConfig, open_dict
 
@@ -34,6 +36,27 @@ class CSVLogger(LightningCSVLogger):
             self._fs.makedirs(self.root_dir, exist_ok=True)
             self._experiment = _AppendingWriter(log_dir=self.log_dir)
         return self._experiment
+
+
+class LearningRates(LearningRateMonitor):
+    """Lightning's LearningRateMonitor, idle in a run without loggers (instead of refusing to start); on W&B
+    it also makes ``epoch`` the x-axis of every per-epoch chart."""
+
+    def on_train_start(self, trainer, *args, **kwargs) -> None:
+        if trainer.loggers:
+            super().on_train_start(trainer, *args, **kwargs)
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger) and trainer.is_global_zero:
+                for pattern in ("val/*", "train/loss_epoch", "analysis/*"):
+                    logger.experiment.define_metric(pattern, step_metric="epoch")
+
+    def on_train_batch_start(self, trainer, *args, **kwargs) -> None:
+        if trainer.loggers:
+            super().on_train_batch_start(trainer, *args, **kwargs)
+
+    def on_train_epoch_start(self, trainer, *args, **kwargs) -> None:
+        if trainer.loggers:
+            super().on_train_epoch_start(trainer, *args, **kwargs)
 
 
 def wandb_logged_in() -> bool:
@@ -72,14 +95,45 @@ def continue_wandb_run(cfg: DictConfig, output_dir: Path) -> None:
 
 
 def summarise(loggers: list[Any], results: dict[str, Any]) -> None:
-    """Final figures into the W&B run summary (test accuracy, parameter counts, init time)."""
+    """Final figures into the W&B run summary: the test accuracy, ``val/acc1`` of the *selected* epoch (not
+    the last one logged), parameter counts, init time; the run's row as a table and ``results.json`` as an
+    artifact (the checkpoints too with ``logger.wandb.log_model=true``: Lightning's own upload). Accuracies
+    are fractions (0-1) in every file and dashboard; text for people shows them in %."""
     summary = {f"test/{k}": v for k, v in results["test"].items()}
     summary |= {f"params/{k}": v for k, v in results["parameters"].items()}
     summary |= {"selected_epoch": results["selection"]["epoch"], "init/time": results["timings"]["init"]}
+    if results["selection"].get("val_acc1") is not None:
+        summary["val/acc1"] = results["selection"]["val_acc1"]
     for logger in loggers:
-        experiment = getattr(logger, "experiment", None)
-        if experiment is not None and hasattr(experiment, "summary") and hasattr(experiment.summary, "update"):
-            experiment.summary.update(summary)
+        if not isinstance(logger, WandbLogger):
+            continue
+        import json
+
+        import wandb
+
+        experiment = logger.experiment
+        experiment.summary.update(summary)
+        row = {"task": results["task"], "method": results["method"], "pretrain": results.get("pretrain"),
+               "prompt_length": results.get("prompt_length"), "seed": results.get("seed"),
+               "val_acc1": results["selection"].get("val_acc1"), "test_acc1": results["test"].get("acc1")}
+        experiment.log({"results": wandb.Table(columns=list(row), data=[list(row.values())])})
+        artifact = wandb.Artifact(f"results-{experiment.id}", type="results")
+        with artifact.new_file("results.json") as f:
+            f.write(json.dumps(results, indent=2, default=str))
+        experiment.log_artifact(artifact)
+
+
+def log_images(loggers: list[Any], images: dict[str, Path]) -> None:
+    """Images (the analysis heatmaps) into every W&B run and TensorBoard log."""
+    for logger in loggers:
+        if isinstance(logger, WandbLogger):
+            logger.log_image(key="analysis", images=[str(p) for p in images.values()], caption=list(images))
+        elif type(logger).__name__ == "TensorBoardLogger":
+            import numpy as np
+            from PIL import Image
+
+            for name, path in images.items():
+                logger.experiment.add_image(name, np.asarray(Image.open(path).convert("RGB")), dataformats="HWC")
 
 
 def finish(loggers: list[Any], failed: bool) -> None:

@@ -21,7 +21,7 @@ from typing import Any
 from .errors import SptError
 from .published import SOURCES, convention, published, standing
 from .runs import read_results
-from .settings import settings
+from .settings import INIT_KEYS, settings
 
 GROUP_TITLES = {"fgvc": "FGVC", "vtab_natural": "VTAB Natural", "vtab_specialized": "VTAB Specialized",
                 "vtab_structured": "VTAB Structured"}
@@ -131,7 +131,6 @@ def mcnemar(a: str, b: str) -> float:
     return min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n)
 
 
-INIT_KEYS = ("method.name", "prompt.init", "init.strategy")  # what differs between prompt inits of one setting
 
 
 def paired_vs_kmeans(settings, key) -> str:
@@ -292,101 +291,20 @@ def write_csv(settings, path: Path) -> None:
                     w.writerow([*fixed, group, "", f"{value:.4f}", "", *beside(group)])
 
 
-def plots(settings, out: Path) -> list[Path]:
-    """Accuracy against prompt length per method and pretrain; SPT's gain over VPT per task."""
-    import matplotlib
+def analysis_figures(runs: list[dict[str, Any]], out: Path) -> list[Path]:
+    """Runs with ``prompt_analysis.csv`` (``callbacks=prompt_analysis``): a layer x epoch heatmap each."""
+    import pandas as pd
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from .plots import analysis_heatmap
 
     written = []
-    lines: dict[tuple, dict[int, float]] = defaultdict(dict)
-    for (method, pretrain, backbone, length, _), e in settings.items():
-        if length:
-            lines[(method, pretrain)][length] = _mean(list(e["per_task"].values()))
-    if lines:
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for (method, pretrain), points in sorted(lines.items()):
-            xs = sorted(points)
-            ax.plot(xs, [points[x] for x in xs], marker="o", label=f"{method} / {pretrain}")
-        ax.set_xscale("log")
-        ax.set_xlabel("prompt length P")
-        ax.set_ylabel("mean top-1 test accuracy over tasks (%)")
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        written.append(out / "accuracy_vs_prompt_length.png")
-        fig.savefig(written[-1], dpi=120)
-        plt.close(fig)
-    def beside_init(config: tuple) -> tuple:  # the setting apart from the method and its prompt init
-        return tuple((k, v) for k, v in config if k not in ("method.name", "prompt.init"))
-
-    gains = {}
-    for (method, pretrain, backbone, length, config), e in settings.items():
-        if method.startswith("spt_"):  # its VPT twin differs only in the method and the prompt init
-            vpt = next((v for (m, p, b, n, c), v in settings.items()
-                        if (m, p, b, n) == (method.replace("spt_", "vpt_"), pretrain, backbone, length)
-                        and beside_init(c) == beside_init(config)), None)
-            if vpt:
-                for task, acc in e["per_task"].items():
-                    if task in vpt["per_task"]:
-                        gains[(task, f"{method} / {pretrain} / P{length}")] = acc - vpt["per_task"][task]
-    if gains:
-        fig, ax = plt.subplots(figsize=(max(6, 0.5 * len(gains)), 4))
-        labels = [f"{t}\n{s}" for t, s in gains]
-        ax.bar(range(len(gains)), list(gains.values()), color=["tab:green" if g >= 0 else "tab:red" for g in gains.values()])
-        ax.set_xticks(range(len(gains)), labels, rotation=60, ha="right", fontsize=7)
-        ax.axhline(0, color="black", linewidth=0.8)
-        ax.set_ylabel("SPT − VPT, top-1 test accuracy (points)")
-        fig.tight_layout()
-        written.append(out / "spt_gain_over_vpt.png")
-        fig.savefig(written[-1], dpi=120)
-        plt.close(fig)
-    return written
-
-
-def analysis_plots(runs: list[dict[str, Any]], out: Path) -> list[Path]:
-    """Runs with ``prompt_analysis.csv`` (``callbacks=prompt_analysis``): a layer x epoch heatmap of the
-    prompt-token mutual information per run, and the layer-averaged curve of every run in one plot."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    curves, written = {}, []
     for run in runs:
         path = Path(run["path"]) / "prompt_analysis.csv"
-        if not path.exists():
-            continue
-        rows = list(csv.DictReader(path.open()))
-        epochs = sorted({int(r["epoch"]) for r in rows})
-        layers = sorted({int(r["layer"]) for r in rows})
-        grid = [[next((float(r["dependence"]) for r in rows if int(r["epoch"]) == e and int(r["layer"]) == i), float("nan"))
-                 for e in epochs] for i in layers]
-        name = f"{run['task']} {run['method']} {run.get('prompt_init') or ''} P{run['prompt_length']} seed{run.get('seed')}"
-        fig, ax = plt.subplots(figsize=(max(4, 0.4 * len(epochs) + 2), max(3, 0.3 * len(layers) + 1.5)))
-        image = ax.imshow(grid, aspect="auto", origin="lower", vmin=0, vmax=1, cmap="viridis",
-                          extent=(epochs[0] - 0.5, epochs[-1] + 0.5, layers[0] - 0.5, layers[-1] + 0.5))
-        fig.colorbar(image, ax=ax, label="prompt-token mutual information (normalised)")
-        ax.set_xlabel("epoch (0: after init)")
-        ax.set_ylabel("layer")
-        ax.set_title(name, fontsize=8)
-        fig.tight_layout()
-        written.append(out / "analysis" / f"{Path(run['path']).name}_{run['method']}_seed{run.get('seed')}_mi.png")
-        written[-1].parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(written[-1], dpi=120)
-        plt.close(fig)
-        curves[name] = (epochs, [_mean([grid[i][k] for i in range(len(layers))]) for k in range(len(epochs))])
-    if curves:
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for name, (epochs, values) in sorted(curves.items()):
-            ax.plot(epochs, values, marker="o", label=name)
-        ax.set_xlabel("epoch (0: after init)")
-        ax.set_ylabel("prompt-token mutual information, mean over layers")
-        ax.legend(fontsize=6)
-        fig.tight_layout()
-        written.append(out / "analysis" / "mi_by_run.png")
-        fig.savefig(written[-1], dpi=120)
-        plt.close(fig)
+        if path.exists():
+            title = (f"{run['task']} {run['method']} {run.get('prompt_init') or ''} P{run['prompt_length']} "
+                     f"seed {run.get('seed')}: prompt-token dependence")
+            name = f"{Path(run['path']).name}_{run['method']}_seed{run.get('seed')}_dependence.png"
+            written.append(analysis_heatmap(pd.read_csv(path), title, out / "analysis" / name)[0])
     return written
 
 
@@ -423,7 +341,11 @@ def main(argv: list[str] | None = None) -> int:
     text = markdown(settings, unfinished)
     (args.out / "report.md").write_text(text)
     write_csv(settings, args.out / "report.csv")
-    pngs = plots(settings, args.out) + analysis_plots([r for r in runs if r.get("status") == "ok"], args.out)
+    from .figures import draw_all
+
+    ok = [r for r in runs if r.get("status") == "ok"]
+    pngs = draw_all(ok, settings, args.dirs, args.out, setting_of, varying(settings), published_for)
+    pngs += analysis_figures(ok, args.out)
     print(text)
     print(f"written: {args.out / 'report.md'}, {args.out / 'report.csv'}" + "".join(f", {p}" for p in pngs))
     return 0

@@ -16,7 +16,11 @@ from typing import Any
 # how it treats an existing folder. Prefixes end in ".". NOTE: data.num_workers is a setting: each
 # loader worker has its own random stream, so random augmentations depend on the worker count.
 NEUTRAL = ("paths.", "hydra.", "logger.", "resume", "overwrite", "init.cache_dir", "data.pin_memory",
-           "trainer.enable_progress_bar", "trainer.log_every_n_steps", "trainer.enable_model_summary")
+           "trainer.enable_progress_bar", "trainer.log_every_n_steps", "trainer.enable_model_summary",
+           "callbacks.learning_rates.")
+# What differs between the prompt inits of one setting (init.strategy mirrors prompt.init): SPT and its
+# VPT twin, or two inits, are the same setting apart from these.
+INIT_KEYS = ("method.name", "prompt.init", "init.strategy")
 # Path values are written as placeholders, so that a value derived from a folder (a checkpoint dirpath,
 # a task's data_dir under paths.data_dir) does not make the same run two runs in two places.
 PLACEHOLDERS = {"output_dir": "<run>", "data_dir": "<data>", "log_dir": "<logs>"}
