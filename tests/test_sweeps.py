@@ -46,15 +46,40 @@ def test_failed_job_is_recorded_and_the_sweep_goes_on(tmp_path):
 
 
 def test_wandb_offline_run_folder_has_config_and_summary(tmp_path):
-    done = run_cli([*FAST, "logger=[csv,wandb]"], tmp_path)  # Hydra's list of options: both loggers
+    done = run_cli([*FAST, "logger=[csv,wandb]", "callbacks=[default,prompt_analysis]"], tmp_path)  # lists of options
     (results,) = _results(tmp_path)
     assert results["wandb"] == "offline" and "W&B : offline" in done.stdout
     assert (Path(results["output_dir"]) / "csv" / "metrics.csv").is_file()
     (run_file,) = Path(results["output_dir"]).glob("wandb/offline-run-*/run-*.wandb")
     data = run_file.read_bytes()  # W&B's record log: keys are stored as plain strings
     for key in (b"test/acc1", b"params/learnable", b"init/time", b"selected_epoch", b"val/acc1", b"train/loss",
-                b"demo/synthetic", b"spt_deep", b"tokens_per_prompt"):
+                b"demo/synthetic", b"spt_deep", b"tokens_per_prompt",
+                b"lr-AdamW/prompts",  # LearningRateMonitor, every step
+                b"val/*",  # define_metric: per-epoch charts against epoch
+                f"results-{run_file.stem.split('-', 1)[1]}".encode()):  # results.json as an artifact
         assert key in data, key
+    media = run_file.parent / "files" / "media"
+    (heatmap,) = (media / "images").glob("analysis_*.png")  # the analysis heatmap as an image
+    (table,) = (media / "table").glob("results_*.table.json")  # the run's row as a table
+    row = dict(zip(*(lambda t: (t["columns"], t["data"][0]))(json.loads(table.read_text()))))
+    assert row["task"] == "demo/synthetic" and row["test_acc1"] == results["test"]["acc1"]
+
+
+def test_wandb_summary_holds_the_selected_epochs_val_accuracy(tmp_path, monkeypatch):
+    """Not the last epoch's value W&B kept from the history: the epoch the run selected."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    from spt_lightning.loggers import finish, summarise
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    logger = WandbLogger(save_dir=str(tmp_path), offline=True, project="t")
+    logger.experiment.log({"val/acc1": 0.80, "epoch": 4})  # the last epoch
+    results = {"task": "demo/synthetic", "method": "spt_deep", "pretrain": "random", "prompt_length": 2, "seed": 0,
+               "selection": {"epoch": 2, "epochs": 5, "val_acc1": 0.95, "last_val_acc1": 0.80},
+               "test": {"acc1": 0.91}, "parameters": {"learnable": 10}, "timings": {"init": 1.0}}
+    summarise([logger], results)
+    assert logger.experiment.summary["val/acc1"] == 0.95 and logger.experiment.summary["selected_epoch"] == 2
+    finish([logger], failed=False)
 
 
 def test_wandb_online_is_wandbs_own_login_state(tmp_path):
@@ -284,13 +309,19 @@ def test_tune_grid_takes_hydra_sweeps_and_refuses_a_bad_axis_before_any_run(tmp_
     assert not (tmp_path / "tf").exists()
 
 
-def test_report_pairs_each_init_with_spt_kmeans_on_the_same_images(tmp_path):
+def test_report_pairs_each_init_with_spt_kmeans_over_seeds_and_tests_each_seed_on_its_images(tmp_path):
+    """The column: mean difference and a paired t-test over the (task, seed) accuracies (the seeds are the
+    replicates); below the table one exact McNemar test per seed (never pooled: the seeds share the images)."""
+    from scipy.stats import ttest_rel
+
     from spt_lightning.report import markdown, mcnemar, p_value
 
     assert mcnemar("1100", "1100") == 1.0 and mcnemar("1" * 20, "0" * 20) == pytest.approx(2 / 2 ** 20)
-    correct = {"kmeans": "1111111111" "1111111111", "xavier": "0000000011" "1111111111", "random": "1111111110" "1111111111"}
-    for init, right in correct.items():
-        for seed in (0, 1):
+    assert mcnemar("1" * 5 + "0" * 5, "0" * 10) == pytest.approx(2 / 2 ** 5)
+    correct = {"kmeans": ["1" * 18 + "00", "1" * 19 + "0"], "xavier": ["0" * 8 + "1" * 12, "0" * 5 + "1" * 15],
+               "random": ["1" * 17 + "000", "1" * 17 + "000"]}
+    for init, strings in correct.items():
+        for seed, right in enumerate(strings):
             run = _fake("fgvc/cub", right.count("1") / len(right), seed)
             run |= {"config": {"method": {"name": "spt_deep"}, "prompt": {"init": init}}, "test_correct": right,
                     "timings": {"init": {"kmeans": 5.0, "random": 3.0, "xavier": 0.0}[init]}}
@@ -300,8 +331,12 @@ def test_report_pairs_each_init_with_spt_kmeans_on_the_same_images(tmp_path):
     table = markdown(aggregate(load_runs([tmp_path])), [])
     rows = {line.split(" | ")[4]: line for line in table.splitlines() if "| spt_deep |" in line}
     assert "| 5.0 | ref. |" in rows["kmeans"]
-    assert "| 0.0 | < 0.001 |" in rows["xavier"] and mcnemar(correct["xavier"] * 2, correct["kmeans"] * 2) < 0.001
-    assert f"| 3.0 | {p_value(mcnemar(correct['random'] * 2, correct['kmeans'] * 2))} |" in rows["random"]
+    t = ttest_rel([60.0, 75.0], [90.0, 95.0]).pvalue
+    assert f"| 0.0 | -25.00 (p {p_value(t)}) |" in rows["xavier"]
+    assert "| 3.0 | -7.50 (p " in rows["random"]
+    per_seed = next(line for line in table.splitlines() if line.startswith("- spt_deep / xavier: "))
+    assert per_seed == (f"- spt_deep / xavier: fgvc/cub seed 0: {p_value(mcnemar(correct['xavier'][0], correct['kmeans'][0]))}; "
+                        f"fgvc/cub seed 1: {p_value(mcnemar(correct['xavier'][1], correct['kmeans'][1]))}")
 
 
 def test_published_numbers_are_well_formed_and_consistent():

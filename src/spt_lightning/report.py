@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import math
 import statistics
 import sys
 from collections import defaultdict
@@ -122,36 +121,67 @@ def aggregate(runs: list[dict[str, Any]]) -> dict[tuple, dict[str, Any]]:
 
 
 def mcnemar(a: str, b: str) -> float:
-    """Two-sided exact McNemar p-value of two equally long right/wrong strings ("1"/"0" per test image)."""
+    """Two-sided exact McNemar p-value of two equally long right/wrong strings ("1"/"0" per test image): the
+    exact binomial test of the discordant images (scipy)."""
+    from scipy.stats import binomtest
+
     only_a = sum(x == "1" and y == "0" for x, y in zip(a, b))
     only_b = sum(x == "0" and y == "1" for x, y in zip(a, b))
-    n, k = only_a + only_b, min(only_a, only_b)
-    if n == 0:
-        return 1.0
-    return min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n)
+    return 1.0 if only_a + only_b == 0 else float(binomtest(only_a, only_a + only_b, 0.5).pvalue)
 
 
-
-
-def paired_vs_kmeans(settings, key) -> str:
-    """McNemar p of this setting against SPT k-means of the same setting otherwise (same tasks and seeds),
-    over every (task, seed, test image) both have; '' when there is no such reference."""
+def kmeans_reference(settings, key) -> dict[str, Any] | None:
+    """SPT k-means of the same setting otherwise (the same but for the method and its prompt init)."""
     def beside_init(k):
         return k[1:4] + (tuple((c, v) for c, v in k[-1] if c not in INIT_KEYS),)
 
-    config = dict(key[-1])
-    if json.loads(config.get("prompt.init", "null")) == "kmeans":
-        return "ref." if any(beside_init(k) == beside_init(key) and k != key for k in settings) else ""
-    reference = next((e for k, e in settings.items() if beside_init(k) == beside_init(key) and
-                      json.loads(dict(k[-1]).get("prompt.init", "null")) == "kmeans"), None)
-    if reference is None:
+    return next((e for k, e in settings.items() if k != key and beside_init(k) == beside_init(key) and
+                 json.loads(dict(k[-1]).get("prompt.init", "null")) == "kmeans"), None)
+
+
+def _paired(entry, reference) -> list[tuple[str, Any, float, float]]:
+    """(task, seed, ours, reference's) of every task and seed both ran."""
+    out = []
+    for task in sorted(set(entry["seeds"]) & set(reference["seeds"])):
+        ours, theirs = (dict(zip(e["seeds"][task], e["tasks"][task])) for e in (entry, reference))
+        out += [(task, seed, ours[seed], theirs[seed]) for seed in sorted(set(ours) & set(theirs), key=str)]
+    return out
+
+
+def paired_vs_kmeans(settings, key) -> str:
+    """This setting against SPT k-means of the same setting otherwise: the mean difference in points over
+    the (task, seed) pairs both ran and a paired t-test across those pairs (the seeds are the replicates;
+    their test images are the same, so the images of several seeds are not independent samples)."""
+    if json.loads(dict(key[-1]).get("prompt.init", "null")) == "kmeans":
+        return "ref." if any(kmeans_reference(settings, k) is settings[key] for k in settings) else ""
+    reference = kmeans_reference(settings, key)
+    pairs = _paired(settings[key], reference) if reference else []
+    if not pairs:
         return ""
-    shared = sorted(set(settings[key]["correct"]) & set(reference["correct"]), key=str)
-    if not shared:
-        return ""
-    a = "".join(settings[key]["correct"][s] for s in shared)
-    b = "".join(reference["correct"][s] for s in shared)
-    return p_value(mcnemar(a, b))
+    diffs = [ours - theirs for _, _, ours, theirs in pairs]
+    cell = f"{sum(diffs) / len(diffs):+.2f}"
+    if len(pairs) < 2 or len(set(diffs)) == 1:
+        return f"{cell} (p: needs seeds that differ)"
+    from scipy.stats import ttest_rel
+
+    return f"{cell} (p {p_value(float(ttest_rel([p[2] for p in pairs], [p[3] for p in pairs]).pvalue))})"
+
+
+def per_seed_mcnemar(settings) -> str:
+    """Per setting, task and seed against SPT k-means: McNemar's exact test on that seed's test images."""
+    lines = []
+    for key, e in sorted(settings.items(), key=lambda kv: tuple(str(x) for x in kv[0])):
+        reference = kmeans_reference(settings, key)
+        if reference is None or json.loads(dict(key[-1]).get("prompt.init", "null")) == "kmeans":
+            continue
+        tests = [f"{task} seed {seed}: {p_value(mcnemar(e['correct'][(task, seed)], reference['correct'][(task, seed)]))}"
+                 for task, seed, _, _ in _paired(e, reference)
+                 if (task, seed) in e["correct"] and (task, seed) in reference["correct"]]
+        if tests:
+            init = json.loads(dict(key[-1]).get("prompt.init", "null"))
+            lines.append(f"- {key[0]} / {init}: " + "; ".join(tests))
+    return ("\nMcNemar's exact test against SPT k-means, one per task and seed (each on that seed's test images; "
+            "pooling seeds would count the same images several times):\n" + "\n".join(lines) + "\n") if lines else ""
 
 
 def p_value(p: float) -> str:
@@ -244,7 +274,8 @@ def markdown(settings, unfinished: list[dict]) -> str:
     # the groups some setting has every task of (the others would be empty columns)
     group_names = list(dict.fromkeys(g for e in settings.values() for g, v in e["groups"].items() if v is not None))
     extra = varying(settings)
-    head = ["method", "pretrain", "backbone", "P", *extra, *tasks, *group_names, "init (s)", "vs SPT k-means (McNemar p)",
+    head = ["method", "pretrain", "backbone", "P", *extra, *tasks, *group_names, "init (s)",
+            "vs SPT k-means (points; paired t over seeds)",
             "learnable (% backbone)", "without head"]
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for key, e in sorted(settings.items(), key=lambda kv: tuple(str(x) for x in kv[0])):
@@ -258,7 +289,7 @@ def markdown(settings, unfinished: list[dict]) -> str:
                  f"{p['learnable_without_head']:,} ({100 * p['learnable_without_head'] / p['backbone']:.3f}%)"]
         lines.append("| " + " | ".join(cells) + " |")
     out = "Top-1 test accuracy (%), mean ± std over seeds. Group means need every task of the group.\n\n"
-    out += "\n".join(lines) + "\n" + beside_published(settings)
+    out += "\n".join(lines) + "\n" + per_seed_mcnemar(settings) + beside_published(settings)
     repeated = [pair for e in settings.values() for pair in e["repeated"]]
     if repeated:
         out += (f"\n{len(repeated)} run(s) repeat the seed of another run of their setting and task (counted "
