@@ -66,9 +66,43 @@ def run(cfg: DictConfig) -> float | None:
     return results["selection"]["val_acc1"]
 
 
+def usage() -> str:
+    """``--help``: the options of every config group (files starting with ``_`` are shared bases, not
+    options), the examples, and where to see the composed config."""
+    from importlib.resources import files
+
+    root = files("spt_lightning.conf")
+    groups = []
+
+    def walk(folder, prefix: str) -> None:
+        for child in sorted(folder.iterdir(), key=lambda c: c.name):
+            if child.is_dir() and not child.name.startswith("_") and child.name != "hydra":
+                options = sorted(c.name[:-5] for c in child.iterdir() if c.name.endswith(".yaml") and c.name[0] != "_")
+                if options:
+                    groups.append(f"  {prefix}{child.name}: {', '.join(options)}")
+                walk(child, f"{prefix}{child.name}/")
+
+    walk(root, "")
+    help_cfg = hydra_help()
+    return "\n".join([help_cfg["header"].rstrip(), "", "Config groups (group=option):", *groups, "",
+                      help_cfg["footer"].rstrip(), ""])
+
+
+def hydra_help() -> dict[str, str]:
+    from importlib.resources import files
+
+    from omegaconf import OmegaConf
+
+    with (files("spt_lightning.conf") / "hydra" / "default.yaml").open() as f:
+        return OmegaConf.to_container(OmegaConf.load(f).help)
+
+
 def main() -> None:
     from hydra._internal.utils import get_args_parser
 
+    if "--help" in sys.argv[1:] or "-h" in sys.argv[1:]:
+        print(usage())
+        return
     try:
         check_overrides(get_args_parser().parse_known_args(sys.argv[1:])[0].overrides)
     except SptError as error:
