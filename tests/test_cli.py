@@ -65,7 +65,7 @@ def test_resume_from_checkpoint(tmp_path):
 
 def test_help_and_cfg_job(tmp_path):
     usage = run_cli(["--help"], tmp_path).stdout
-    assert "python -m spt_lightning" in usage and "_base" not in usage and "--cfg job --resolve" in usage
+    assert "python -m spt_lightning" in usage and " _base" not in usage and "--cfg job --resolve" in usage
     assert "  task/fgvc: cars, cub, dogs, flowers, nabirds\n" in usage and "  recipe: demo, spt, spt_fgvc" in usage
     cfg = run_cli(["--cfg", "job", "task=fgvc/cub", "prompt.length=50"], tmp_path).stdout
     assert "name: fgvc/cub" in cfg and "length: 50" in cfg
