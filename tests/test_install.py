@@ -30,3 +30,14 @@ def test_configs_found_when_installed_non_editable(tmp_path):
                           capture_output=True, text=True, cwd=tmp_path, env=env)
     assert done.returncode == 0, done.stderr
     assert "name: fgvc/cub" in done.stdout and "name: vpt_shallow" in done.stdout
+
+
+def test_readme_is_a_short_guide_whose_links_resolve():
+    import re
+
+    text = (ROOT / "README.md").read_text()
+    assert len(text.splitlines()) <= 250
+    for link in re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", text):
+        if not link.startswith("http"):
+            assert (ROOT / link).exists(), link
+    assert "make test" in text  # the command CI runs
