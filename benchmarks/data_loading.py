@@ -51,6 +51,23 @@ def loader_rate(dm: TaskDataModule, epochs: int = 2) -> float:
     return seen / (time.perf_counter() - started)
 
 
+def cached_vs_uncached(root: Path, images: int, workers: int, batch: int, rounds: int = 3) -> dict[str, float]:
+    """Loader images/s per worker at 224 px (FGVC folder of 500x375 JPEGs, VPT's resize 256 + random crop
+    224 + flip), with every image decoded on each read and with ``data.cache_images=true``; the two loaders
+    alternate ``rounds`` times (the machine is shared), the best round of each counts."""
+    task = {**fgvc_folder(root, images), "transform": "vpt"}
+    loaders = {}
+    for cache in (False, True):
+        dm = TaskDataModule(task, 224, *IMAGENET, batch_size=batch, num_workers=workers, cache_images=cache)
+        dm.setup("fit")
+        loaders[cache] = dm
+    best = {False: 0.0, True: 0.0}
+    for _ in range(rounds):
+        for cache, dm in loaders.items():
+            best[cache] = max(best[cache], loader_rate(dm, epochs=1) / max(1, workers))
+    return {"uncached": best[False], "cached": best[True], "ratio": best[True] / best[False]}
+
+
 def model_rate(arch: str, img_size: int, batch: int, device: str, steps: int) -> float:
     """Images/s a prompt-tuning training step consumes (P=10 deep, precision as training picks it), timed as
     ``make bench`` times steps."""

@@ -8,8 +8,9 @@ TASK = {"name": "demo/synthetic", "kind": "synthetic", "num_classes": 4, "image_
         "split_seed": 0, "sizes": {"train": 40, "val": 10, "test": 10}}
 
 
-def _dm(task=TASK):
-    dm = TaskDataModule(task, img_size=32, mean=[0.5] * 3, std=[0.5] * 3, batch_size=8, num_workers=0)
+def _dm(task=TASK, cache_images="auto"):
+    dm = TaskDataModule(task, img_size=32, mean=[0.5] * 3, std=[0.5] * 3, batch_size=8, num_workers=0,
+                        cache_images=cache_images)
     dm.setup("fit")
     return dm
 
@@ -50,12 +51,14 @@ def test_fgvc_json_splits_round_trip(tmp_path):
         (root / f"{split}.json").write_text(json.dumps(items))
     task = {"name": "fgvc/cub", "kind": "fgvc", "num_classes": 2, "data_dir": str(root), "image_dir": "images",
             "transform": "crop"}
-    dm = _dm(task)
+    dm = _dm(task, cache_images=False)
     x, y = next(iter(dm.test_dataloader()))
     assert x.shape == (1, 3, 32, 32) and y.tolist() == [1]
     (root / "images" / "a" / "2.jpg").write_bytes(b"broken")
     with pytest.raises(DataError, match="cannot read image .*2.jpg"):
         next(iter(dm.test_dataloader()))
+    with pytest.raises(DataError, match="cannot read image .*2.jpg"):  # kept decoded: found before training
+        _dm(task, cache_images=True)
 
 
 def _dm_with(protocol="select", fraction=1.0, seed=0, task=TASK):
@@ -128,3 +131,58 @@ def test_vpt_transforms_resize_to_a_square_then_crop():
     assert any(torch.equal(trained, w) or torch.equal(trained, w.flip(-1)) for w in windows)  # a crop of the square
     with pytest.raises(ValueError, match="resize, vpt, crop"):
         build_transforms("nope", 224, mean, std, train=True)
+
+
+def _jpeg_task(root, transform):
+    """An FGVC-style folder: JPEGs of several sizes (one grayscale), VPT's json split files."""
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    items = {}
+    for i in range(14):
+        rel = f"c{i % 3}/{i}.jpg"
+        (root / "images" / rel).parent.mkdir(parents=True, exist_ok=True)
+        shape = (30 + 3 * i, 50 - i) + (() if i == 5 else (3,))
+        Image.fromarray(rng.integers(0, 255, shape, dtype=np.uint8)).save(root / "images" / rel, quality=90)
+        items[rel] = i % 3
+    for split in ("train", "val", "test"):
+        (root / f"{split}.json").write_text(json.dumps(items))
+    return {"name": "jpegs", "kind": "fgvc", "num_classes": 3, "data_dir": str(root), "image_dir": "images",
+            "transform": transform}
+
+
+@pytest.mark.parametrize("transform", ["resize", "vpt", "crop"])
+@pytest.mark.parametrize("protocol", ["select", "final"])
+def test_images_kept_decoded_give_bit_identical_batches(tmp_path, transform, protocol):
+    """data.cache_images: the same tensors, random crops and flips included, with 2 loader workers."""
+    task = _jpeg_task(tmp_path, transform)
+    seen = {}
+    for cache in (False, True):
+        torch.manual_seed(0)  # the prototype loader's worker seeds come from the global generator, as in a run
+        dm = TaskDataModule(task, img_size=24, mean=[0.5] * 3, std=[0.5] * 3, batch_size=4, num_workers=2,
+                            protocol=protocol, cache_images=cache)
+        dm.setup("fit")
+        assert bool(dm.splits["train"].decoded) == cache
+        loaders = [dm.train_dataloader(), dm.prototype_dataloader(train_transforms=True), dm.test_dataloader(),
+                   *([dm.val_dataloader()] if protocol == "select" else [])]
+        seen[cache] = [torch.cat([x for x, _ in loader]) for loader in loaders]
+    assert all(torch.equal(a, b) for a, b in zip(seen[False], seen[True], strict=True))
+
+
+def test_auto_keeps_images_only_when_they_fit_in_a_share_of_free_memory(tmp_path, monkeypatch, caplog):
+    from spt_lightning.data import datamodule
+
+    task = _jpeg_task(tmp_path, "resize")
+    dm = TaskDataModule(task, img_size=24, mean=[0.5] * 3, std=[0.5] * 3, num_workers=0, cache_images="auto")
+    dm.setup("fit")
+    assert dm.splits["train"].decoded  # 14 images of 24 x 24 fit
+    monkeypatch.setattr(datamodule, "CACHE_SHARE", 1e-12)
+    dm = TaskDataModule(task, img_size=24, mean=[0.5] * 3, std=[0.5] * 3, num_workers=0, cache_images="auto")
+    with caplog.at_level("INFO"):
+        dm.setup("fit")
+    assert not dm.splits["train"].decoded and "Images not kept decoded" in caplog.text
+    with pytest.raises(Exception, match="data.cache_images='sometimes': expected true, false or auto"):
+        TaskDataModule(task, img_size=24, mean=[0.5] * 3, std=[0.5] * 3, cache_images="sometimes")

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import copy
+import logging
 import multiprocessing as mp
 import os
 import signal
+import time
 from collections.abc import Sequence
 from functools import partial
 from typing import Any
@@ -17,11 +19,14 @@ from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, RandomSampler, Subset
 
 from ..errors import ConfigError, check_number
-from .datasets import collate_skipping_none
+from .datasets import ImageDataset, collate_skipping_none
 from .tasks import build_datasets
 from .transforms import build_transforms
 
 PROTOCOLS = ("select", "tune", "final")
+CACHE_SHARE = 0.25  # data.cache_images=auto keeps decoded images when they take at most this share of free memory
+
+log = logging.getLogger(__name__)
 
 
 class EpochShuffle(RandomSampler):
@@ -71,6 +76,9 @@ class TaskDataModule(L.LightningDataModule):
         fraction: Seeded part of the training set used (the paper's "amount of target data" study).
         seed: Seed of that part.
         skip_corrupt: Skip unreadable images (a warning names each) instead of stopping.
+        cache_images: Decode (and resize) every image once and keep it in memory as uint8, so that epochs
+            only crop, flip and normalise; the same batches as without (the random steps are unchanged).
+            ``auto``: when the decoded images fit in ``CACHE_SHARE`` of the available memory.
     """
 
     def __init__(
@@ -86,6 +94,7 @@ class TaskDataModule(L.LightningDataModule):
         fraction: float = 1.0,
         seed: int = 0,
         skip_corrupt: bool = False,
+        cache_images: bool | str = "auto",
     ):
         super().__init__()
         if protocol not in PROTOCOLS:
@@ -102,6 +111,9 @@ class TaskDataModule(L.LightningDataModule):
         check_number("data.num_workers", num_workers, 0, integer=True, hint=" or auto")
         self.batch_size, self.num_workers, self.pin_memory = batch_size, int(num_workers), pin_memory
         self.skip_corrupt = skip_corrupt
+        if cache_images not in (True, False, "auto"):
+            raise ConfigError(f"data.cache_images={cache_images!r}: expected true, false or auto", "data.cache_images")
+        self.cache_images = cache_images
         self.protocol, self.fraction, self.seed = protocol, fraction, seed
         self.splits: dict[str, Dataset] = {}
 
@@ -121,6 +133,28 @@ class TaskDataModule(L.LightningDataModule):
             evaluate = self.transforms(train=False)
             transforms = {"train": self.transforms(train=True), "val": evaluate, "test": evaluate}
             self.splits = build_datasets(self.task, transforms, self.skip_corrupt)
+            if self.cache_images:
+                self._decode_once()
+
+    def _decode_once(self) -> None:
+        """Every split's images after the deterministic head of each transform it is read with (the train
+        split: train transforms; val: eval, and train under ``final``; test: eval)."""
+        train, evaluate = self.transforms(train=True), self.transforms(train=False)
+        reads = [("train", train), ("val", evaluate), *([("val", train)] if self.protocol == "final" else []),
+                 *([("test", evaluate)] if self.has_test else [])]
+        reads = [(self.splits[name], t) for name, t in reads if isinstance(self.splits.get(name), ImageDataset)]
+        if not reads:
+            return
+        need = sum(dataset.decoded_bytes(t) for dataset, t in reads)
+        available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        if self.cache_images == "auto" and need > CACHE_SHARE * available:
+            log.info("Images not kept decoded: about %.1f GB, more than %d%% of the %.1f GB available "
+                     "(data.cache_images=true keeps them anyway)", need / 1e9, 100 * CACHE_SHARE, available / 1e9)
+            return
+        started = time.perf_counter()
+        kept = sum(dataset.decode(t, threads=max(1, self.num_workers)) for dataset, t in reads)
+        log.info("Images decoded once and kept in memory: %.0f MB in %.1f s (data.cache_images=%s)", kept / 1e6,
+                 time.perf_counter() - started, self.cache_images)
 
     def training_set(self, transform) -> Dataset:
         """The images the model trains on under the protocol and fraction, with ``transform``."""

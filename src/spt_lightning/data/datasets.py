@@ -26,10 +26,84 @@ class DataError(SptError, RuntimeError):
     """A dataset folder, split file or image is missing or wrong; the message says how to fix it."""
 
 
-class ArrayDataset(Dataset):
+class ImageDataset(Dataset):
+    """Images with integer labels and a transform; ``decode`` can keep every image decoded in memory after
+    the deterministic head of a transform (``data.cache_images``), so an epoch only crops, flips and
+    normalises. Views made by copying (another transform, the same images) share what was decoded."""
+
+    transform: Callable | None
+
+    def __init__(self):
+        self.decoded: dict[str, list[np.ndarray | None]] = {}  # repr(head) -> per image, shared by views
+
+    def image(self, i: int) -> Image.Image | None:  # the decoded image (None: unreadable and skipped)
+        raise NotImplementedError
+
+    def label(self, i: int) -> int:
+        raise NotImplementedError
+
+    def _split(self):
+        from .transforms import split_deterministic
+
+        if getattr(self, "_split_of", None) is not self.transform:
+            head, tail = split_deterministic(self.transform)
+            self._split_of, self._parts = self.transform, (repr(head), tail)
+        return self._parts
+
+    def __getitem__(self, i: int):
+        if self.transform is not None and self.decoded:
+            key, tail = self._split()
+            if key in self.decoded:
+                array = self.decoded[key][i]
+                return None if array is None else (tail(Image.fromarray(array)), self.label(i))
+        image = self.image(i)
+        if image is None:
+            return None
+        return (self.transform(image) if self.transform else image), self.label(i)
+
+    def decode(self, transform, threads: int = 1) -> int:
+        """Keep every image after ``transform``'s deterministic head, decoded by ``threads`` threads (PIL
+        releases the GIL); returns the bytes kept (0 when that head was decoded before)."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        from .transforms import split_deterministic
+
+        head, _ = split_deterministic(transform)
+        if repr(head) in self.decoded:
+            return 0
+
+        def one(i: int) -> np.ndarray | None:
+            image = self.image(i)
+            return None if image is None else np.asarray(head(image))
+
+        with ThreadPoolExecutor(max(1, threads)) as pool:
+            arrays = list(pool.map(one, range(len(self))))
+        self.decoded[repr(head)] = arrays
+        return sum(a.nbytes for a in arrays if a is not None)
+
+    def decoded_bytes(self, transform) -> int:
+        """About what :meth:`decode` would keep: the first image after the head, times the images when the
+        head ends at a fixed size, else each image's own size (file headers only)."""
+        from .transforms import split_deterministic
+
+        head, _ = split_deterministic(transform)
+        if not len(self):
+            return 0
+        first = np.asarray(head(self.image(0))) if self.image(0) is not None else np.zeros((1, 1, 3), np.uint8)
+        if any(type(step).__name__ in ("Resize", "CenterCrop") for step in head.transforms):
+            return first.nbytes * len(self)
+        return sum(3 * w * h for w, h in (self.size(i) for i in range(len(self))))
+
+    def size(self, i: int) -> tuple[int, int]:
+        image = self.image(i)
+        return (0, 0) if image is None else image.size
+
+
+class ArrayDataset(ImageDataset):
     """uint8 images ``[N, H, W]`` or ``[N, H, W, 3]`` with integer labels, held in memory."""
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, transform: Callable | None = None):
+        super().__init__()
         self.images, self.labels, self.transform = images, labels.astype(np.int64), transform
 
     def __len__(self) -> int:
@@ -38,12 +112,14 @@ class ArrayDataset(Dataset):
     def item_key(self, i: int) -> bytes:
         return hashlib.blake2b(self.images[i].tobytes() + bytes(str(self.labels[i]), "ascii"), digest_size=16).digest()
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        image = Image.fromarray(self.images[i])
-        return (self.transform(image) if self.transform else image), int(self.labels[i])
+    def image(self, i: int) -> Image.Image:
+        return Image.fromarray(self.images[i])
+
+    def label(self, i: int) -> int:
+        return int(self.labels[i])
 
 
-class FileListDataset(Dataset):
+class FileListDataset(ImageDataset):
     """Images listed as ``(relative path, label)`` under ``image_dir``.
 
     An unreadable image is an error naming the file, or, with ``skip_corrupt``, ``None`` (dropped by
@@ -52,6 +128,7 @@ class FileListDataset(Dataset):
 
     def __init__(self, image_dir: Path, items: list[tuple[str, int]], transform: Callable | None = None,
                  skip_corrupt: bool = False):
+        super().__init__()
         self.image_dir, self.items, self.transform = Path(image_dir), items, transform
         self.skip_corrupt = skip_corrupt
 
@@ -62,19 +139,27 @@ class FileListDataset(Dataset):
         rel, label = self.items[i]
         return f"{self.image_dir / rel}\t{label}\n".encode()
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int] | None:
-        rel, label = self.items[i]
-        path = self.image_dir / rel
+    def label(self, i: int) -> int:
+        return self.items[i][1]
+
+    def size(self, i: int) -> tuple[int, int]:
+        try:
+            with Image.open(self.image_dir / self.items[i][0]) as im:  # reads the header only
+                return im.size
+        except (OSError, ValueError):
+            return (0, 0)
+
+    def image(self, i: int) -> Image.Image | None:
+        path = self.image_dir / self.items[i][0]
         try:
             with Image.open(path) as im:
-                image = im.convert("RGB")
+                return im.convert("RGB")
         except (OSError, ValueError) as err:
             if self.skip_corrupt:
                 log.warning("skipped unreadable image %s (%s)", path, err)
                 return None
             raise DataError(f"cannot read image {path}: {err}. Replace it, remove it from its split list, or set "
                             f"data.skip_corrupt=true to skip such images.") from err
-        return (self.transform(image) if self.transform else image), label
 
 
 def collate_skipping_none(batch: list) -> Any:

@@ -35,3 +35,15 @@ def build_transforms(name: str, img_size: int, mean: Sequence[float], std: Seque
 
 def _to_rgb(image):
     return image if image.mode == "RGB" else image.convert("RGB")
+
+
+DETERMINISTIC = (T.Lambda, T.Resize, T.CenterCrop)  # steps that give the same image every time
+
+
+def split_deterministic(transform: T.Compose) -> tuple[T.Compose, T.Compose]:
+    """``transform`` as ``(head, tail)``: the leading steps that give the same PIL image every time (decode
+    to RGB, resize, center crop) and the rest (random crops and flips, to tensor, normalise). An image
+    kept after ``head`` and passed through ``tail`` is exactly ``transform(image)``."""
+    steps = list(transform.transforms)
+    cut = next((i for i, step in enumerate(steps) if not isinstance(step, DETERMINISTIC)), len(steps))
+    return T.Compose(steps[:cut]), T.Compose(steps[cut:])
