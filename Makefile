@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 ARGS   ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install assets run fast reproduce-demo test test-extra test-full bench clean
+.PHONY: help install assets run fast reproduce-demo test test-extra test-full bench gpu-check clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -42,6 +42,9 @@ test-full: $(STAMP) ## every test: fast, slow and network
 
 bench: assets ## speed/memory benchmarks (ratios measured side by side); extra flags: ARGS="..."
 	$(PY) benchmarks/run.py $(ARGS)
+
+gpu-check: $(STAMP) ## on a GPU: FAISS GPU k-means, ViT-B/16 bf16 steps (fused vs eager), loader vs model, the CLI (and DDP); writes gpu_check.json
+	$(PY) benchmarks/gpu_check.py $(ARGS)
 
 clean: ## remove run outputs (logs/) and caches, keep .venv
 	rm -rf logs .pytest_cache

@@ -58,3 +58,34 @@ def test_vipamin_forms_table_pairs_each_seed_with_kmeans(tmp_path, capsys):
     row = next(line for line in script.table(tmp_path).splitlines() if "orth_scale=match" in line)
     t = ttest_rel([0.95, 0.93, 0.97], [0.90, 0.92, 0.91]).pvalue
     assert "| 95.00 ± 2.00 | +5.00 (p 0.062); +1.00 (p 1.000); +6.00 (p 0.031) |" in row and row.endswith(f"| {t:.3f} |")
+
+
+def test_gpu_check_says_in_one_line_that_there_is_no_gpu_and_exits_0(tmp_path):
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--out", str(tmp_path / "g.json")],
+                          capture_output=True, text=True, timeout=120, env={**__import__("os").environ,
+                                                                             "CUDA_VISIBLE_DEVICES": ""})
+    assert done.returncode == 0 and done.stdout.count("\n") == 1 and "no CUDA GPU visible" in done.stdout
+    assert not (tmp_path / "g.json").exists()
+
+
+def test_gpu_check_table_names_the_machine_and_every_check():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "benchmarks" / "gpu_check.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    step = {"ms_per_step": 50.0, "images_per_s": 1280.0, "peak_memory_gib": 6.0}
+    report = {"environment": {"gpu": "NVIDIA H100", "gpus": 2, "driver": "550.1", "cuda": "12.4", "torch": "2.x",
+                              "faiss": "1.9, 2 GPU(s) visible"},
+              "kmeans": {"status": "ok", "objective_rel_diff": 1e-6, "tokens": 1000, "dim": 8, "k": 2, "cpu_s": 1.0,
+                         "gpu_s": 0.1},
+              "step": {"fused": step, "eager": {**step, "ms_per_step": 80.0}},
+              "loader": {"workers": 8, "decoded_each_read_images_per_s": 900.0, "kept_decoded_images_per_s": 3000.0,
+                         "model_images_per_s": 1280.0, "loader_over_model_decoded": 0.7, "loader_over_model_kept": 2.34},
+              "cli": {"status": "ok", "seconds": 60.0, "precision": "bf16-mixed", "kmeans_device": "cuda:0"},
+              "ddp": {"status": "ok", "seconds": 70.0, "precision": "bf16-mixed", "kmeans_device": "cuda:0"}}
+    text = script.table(report)
+    assert text.startswith("GPU NVIDIA H100 x2, driver 550.1, CUDA 12.4, torch 2.x, FAISS 1.9")
+    for check in ("| 1 FAISS", "| 2 ViT-B/16 224 px P=50 deep bf16 step, fused | 50.0 ms", "eager | 80.0 ms",
+                  "| 3 loader (8 workers)", "| 4 CLI end to end, 1 GPU | ok", "| 5 CLI end to end, DDP on 2 GPUs | ok"):
+        assert check in text, check
