@@ -7,7 +7,9 @@ generated images), check and measure what no CPU can show:
 3. the loader's images/s (default workers, generated 500x375 JPEGs at 224 px, decoded each read and kept
    decoded) against the model's images/s;
 4. the CLI end to end on the GPU (`task=demo/synthetic` at 224 px on a random ViT-B/16, 2 epochs);
-5. a 2-process DDP run of the same, when there are 2 GPUs or more.
+5. a 2-process DDP run of the same, when there are 2 GPUs or more;
+6. packed grid points (models/packed.py) against the same points one after another, K = 1, 2, 4, at
+   ViT-B/16 224 px, P = 50 deep, batch 32: grid-point steps per second, packed / sequential.
 
 It prints a table naming the GPU, driver, CUDA, torch and FAISS, and writes `gpu_check.json`. Without a
 CUDA GPU it says so in one line and exits 0. Needs the project installed (`pip install -e .`): torch,
@@ -151,6 +153,10 @@ def table(report: dict) -> str:
                      f"{ld['decoded_each_read_images_per_s']:.0f} ({ld['loader_over_model_decoded']:.2f}x), kept "
                      f"decoded {ld['kept_decoded_images_per_s']:.0f} ({ld['loader_over_model_kept']:.2f}x); model "
                      f"{ld['model_images_per_s']:.0f} |")
+    packed = report.get("packed")
+    if packed:
+        lines.append("| 6 packed / sequential grid throughput (ViT-B/16, P=50, batch 32) | " + ", ".join(
+            f"K={k}: {packed[k]['ratio']:.2f}" for k in (1, 2, 4) if k in packed) + " |")
     for key, name in (("cli", "4 CLI end to end, 1 GPU"), ("ddp", "5 CLI end to end, DDP on 2 GPUs")):
         c = report.get(key)
         if c:
@@ -173,6 +179,9 @@ def main(argv: list[str] | None = None) -> int:
     report["kmeans"] = kmeans_check()
     report["step"] = step_check(args.batch_size)
     report["loader"] = loader_check(args.batch_size, report["step"]["fused"]["images_per_s"])
+    from packed_grid import ratios
+
+    report["packed"] = ratios("vit_base_patch16_224", 224, 32, 50, "cuda")
     if not args.skip_cli:
         report["cli"] = cli_check(1)
         if report["environment"]["gpus"] >= 2:

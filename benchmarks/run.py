@@ -281,6 +281,10 @@ def main() -> None:
                  ("5b prototype init / 100-epoch recipe run (%)", 100 * init["init_per_epoch"] / 100, "", None),
                  ("6 loader img/s / model img/s", load / use, ">=", 2.0),
                  ("6b loader 224px img/s per core, kept / decoded", cached["ratio"], "", None)]
+    from packed_grid import ratios as packed_ratios
+
+    packed = packed_ratios(args.arch, args.img_size, args.batch_size, args.length, args.device, ks=(2, 4))
+    rows += [(f"8 packed / sequential grid throughput, K={k}", packed[k]["ratio"], "", None) for k in (2, 4)]
     bf16_step, fp32_step = (t["vpt"], t["other"]) if b.bf16 else (t["other"], t["vpt"])
     rows.append(("7 bf16-mixed speed-up over fp32", fp32_step / bf16_step, "", None))
     quartiles = statistics.quantiles(pair_ratios, n=4)

@@ -19,7 +19,7 @@ def test_bench_table_runs_and_reports_every_model_figure(tmp_path):
                          cwd=tmp_path, timeout=600)
     assert run.returncode == 0, run.stderr[-2000:]
     rows = {r["figure"].split()[0]: r for r in json.loads(out.read_text())["rows"]}
-    assert sorted(rows) == ["1", "2", "3", "3b", "4", "7"]
+    assert sorted(rows) == ["1", "2", "3", "3b", "4", "7", "8"]  # 8: packed grid, K = 2 and 4
     assert all(r["value"] > 0 for r in rows.values())
     assert rows["4"]["value"] < 1, "prompt tuning holds no weight gradients and no AdamW state of the backbone"
     assert "figure" in run.stdout and "MiB" in run.stdout
@@ -84,8 +84,9 @@ def test_gpu_check_table_names_the_machine_and_every_check():
                          "model_images_per_s": 1280.0, "loader_over_model_decoded": 0.7, "loader_over_model_kept": 2.34},
               "cli": {"status": "ok", "seconds": 60.0, "precision": "bf16-mixed", "kmeans_device": "cuda:0"},
               "ddp": {"status": "ok", "seconds": 70.0, "precision": "bf16-mixed", "kmeans_device": "cuda:0"}}
+    report["packed"] = {k: {"ratio": r} for k, r in ((1, 1.0), (2, 1.7), (4, 2.9))}
     text = script.table(report)
     assert text.startswith("GPU NVIDIA H100 x2, driver 550.1, CUDA 12.4, torch 2.x, FAISS 1.9")
     for check in ("| 1 FAISS", "| 2 ViT-B/16 224 px P=50 deep bf16 step, fused | 50.0 ms", "eager | 80.0 ms",
-                  "| 3 loader (8 workers)", "| 4 CLI end to end, 1 GPU | ok", "| 5 CLI end to end, DDP on 2 GPUs | ok"):
+                  "| 3 loader (8 workers)", "| 6 packed / sequential grid throughput (ViT-B/16, P=50, batch 32) | K=1: 1.00, K=2: 1.70, K=4: 2.90 |", "| 4 CLI end to end, 1 GPU | ok", "| 5 CLI end to end, DDP on 2 GPUs | ok"):
         assert check in text, check

@@ -1,0 +1,108 @@
+"""K prompt-tuning runs in one forward pass: a study's grid points of one task (the same frozen backbone,
+the same images in the same order, other learning rates or weight decays) trained side by side.
+
+The batch of B images is repeated K times; replica k's rows see prompt set k and are classified by head k,
+so the backbone runs once on K x B rows instead of K times on B rows, which fills a GPU that one batch of
+32 leaves idle. Each replica's prompts and head are tensors of their own, so each gets its own optimizer
+group (lr, weight decay, schedule) and the sum of the replicas' losses gives every replica exactly the
+gradient it would get alone.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .prompted_vit import PromptedViT
+
+
+class PackedPrompts(nn.Module):
+    """K prompt sets, each a parameter ``[layers, P, D]`` of its own; layer i of a ``K x B`` batch gets set k
+    on rows ``k*B .. (k+1)*B``."""
+
+    def __init__(self, sets: list[torch.Tensor], dropout: float = 0.0, patch_fan_in: int = 3 * 16 * 16):
+        super().__init__()
+        self.sets = nn.ParameterList([nn.Parameter(s.detach().clone()) for s in sets])
+        self.dropout = nn.Dropout(dropout)
+        self.patch_fan_in = patch_fan_in
+
+    @property
+    def num_layers(self) -> int:
+        return self.sets[0].shape[0]
+
+    @property
+    def length(self) -> int:
+        return self.sets[0].shape[1]
+
+    def forward(self, layer: int, batch_size: int) -> torch.Tensor:
+        k = len(self.sets)
+        per = batch_size // k
+        stacked = torch.stack([s[layer] for s in self.sets])  # [K, P, D]
+        return self.dropout(stacked[:, None].expand(k, per, -1, -1).reshape(batch_size, *stacked.shape[1:]))
+
+
+class PackedHead(nn.Module):
+    """K linear heads; rows ``k*B .. (k+1)*B`` of the features go through head k."""
+
+    def __init__(self, heads: list[nn.Linear]):
+        super().__init__()
+        self.weights = nn.ParameterList([nn.Parameter(h.weight.detach().clone()) for h in heads])
+        self.biases = nn.ParameterList([nn.Parameter(h.bias.detach().clone()) for h in heads])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        k = len(self.weights)
+        rows = x.reshape(k, -1, x.shape[-1])  # [K, B, D]
+        weight, bias = torch.stack(list(self.weights)), torch.stack(list(self.biases))  # [K, C, D], [K, C]
+        return torch.baddbmm(bias[:, None], rows, weight.transpose(1, 2)).reshape(-1, weight.shape[1])
+
+
+class PackedViT(PromptedViT):
+    """The K models of ``models`` (prompted ViTs sharing one architecture and frozen weights) as one: their
+    prompts and heads stacked, the backbone of the first. ``forward`` gives logits ``[K, B, classes]``."""
+
+    def __init__(self, models: list[PromptedViT]):
+        first = models[0]
+        vit = copy.copy(first.vit)  # the same blocks and weights; its own module table, so the head is its own
+        vit._modules = dict(first.vit._modules)
+        super().__init__(vit, None, deep=first.deep)
+        self.vit.head = PackedHead([m.vit.get_classifier() for m in models])
+        self.prompts = PackedPrompts([m.prompts.embeddings for m in models], first.prompts.dropout.p,
+                                     first.prompts.patch_fan_in)
+        self.replicas = len(models)
+        self.freeze_backbone()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = super().forward(x.repeat(self.replicas, *([1] * (x.dim() - 1))))
+        return logits.reshape(self.replicas, x.shape[0], -1)
+
+    def replica_parameters(self, k: int) -> dict[str, nn.Parameter]:
+        """Replica k's trainable tensors, named as in an unpacked model."""
+        return {"prompts.embeddings": self.prompts.sets[k], "vit.head.weight": self.vit.head.weights[k],
+                "vit.head.bias": self.vit.head.biases[k]}
+
+
+def packed_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The sum over replicas of each one's mean cross-entropy: replica k's gradient is its own run's."""
+    k, b, c = logits.shape
+    return F.cross_entropy(logits.reshape(k * b, c), y.repeat(k), reduction="sum") / b
+
+
+def replica_param_groups(model: PackedViT, options: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per replica, its own optimizer groups (as an unpacked run has them): prompts at its lr and weight decay,
+    the head weight at its lr and head weight decay (default: the weight decay), the head bias without decay.
+    ``options[k]``: ``lr``, ``weight_decay`` and optionally ``head_weight_decay``."""
+    groups = []
+    for k, opts in enumerate(options):
+        params = model.replica_parameters(k)
+        head_wd = opts.get("head_weight_decay")
+        head_wd = opts["weight_decay"] if head_wd is None else head_wd
+        groups += [{"params": [params["prompts.embeddings"]], "lr": opts["lr"], "weight_decay": opts["weight_decay"],
+                    "name": f"prompts/{k}"},
+                   {"params": [params["vit.head.weight"]], "lr": opts["lr"], "weight_decay": head_wd, "name": f"head/{k}"},
+                   {"params": [params["vit.head.bias"]], "lr": opts["lr"], "weight_decay": 0.0,
+                    "name": f"head_no_decay/{k}"}]
+    return groups
