@@ -6,6 +6,7 @@ prompt-token analysis (``callbacks=prompt_analysis``); VPT's xavier init runs be
 
     python benchmarks/vipamin_forms.py run --out logs/vipamin_forms     # 6 forms x 3 seeds (about 90 minutes on 2 cores)
     python benchmarks/vipamin_forms.py table --out logs/vipamin_forms
+    python benchmarks/vipamin_forms.py analysis --out logs/vipamin_forms   # prompt-token dependence per epoch
 
 Paired against k-means: per seed the difference and McNemar's exact test on that seed's test images
 (one test per seed: the seeds share the same test images, so pooling their pairs would overstate the
@@ -71,14 +72,39 @@ def table(out: Path) -> str:
     return "\n".join(lines)
 
 
+def analysis(out: Path, epochs=(0, 1, 5, 10)) -> str:
+    """Per form: prompt-token dependence and cosine to the nearest token, mean over layers, at the given
+    epochs (0: right after the init), mean ± std over seeds; and the test accuracy."""
+    import pandas as pd
+
+    lines = [f"| `prompt.init` form | dependence, epoch {' → '.join(map(str, epochs))} | cosine to nearest token, "
+             f"epoch {epochs[0]} → {epochs[-1]} | test acc. (%) |", "| --- | --- | --- | --- |"]
+    for name, overrides in FORMS.items():
+        frames = [pd.read_csv(p).assign(seed=i) for i, p in enumerate(sorted((out / name).rglob("prompt_analysis.csv")))]
+        if not frames:
+            continue
+        per_seed = pd.concat(frames).groupby(["seed", "epoch"])[["dependence", "cos_nearest"]].mean()
+        stats = per_seed.groupby("epoch").agg(["mean", "std"])
+
+        def cell(measure, epoch):
+            mean, std = stats.loc[epoch, (measure, "mean")], stats.loc[epoch, (measure, "std")]
+            return f"{mean:.3f}" + (f" ± {std:.3f}" if std == std else "")
+
+        accs = [100 * json.loads(p.read_text())["test"]["acc1"] for p in (out / name).rglob("results.json")]
+        lines.append(f"| {' '.join(overrides)} | {' → '.join(cell('dependence', e) for e in epochs)} | "
+                     f"{cell('cos_nearest', epochs[0])} → {cell('cos_nearest', epochs[-1])} | "
+                     f"{statistics.mean(accs):.2f} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=("run", "table"))
+    parser.add_argument("command", choices=("run", "table", "analysis"))
     parser.add_argument("--out", type=Path, default=Path("logs/vipamin_forms"))
     args, extra = parser.parse_known_args()
     if args.command == "run":
         run(args.out, extra)
-    print(table(args.out))
+    print(analysis(args.out) if args.command == "analysis" else table(args.out))
 
 
 if __name__ == "__main__":
