@@ -184,5 +184,5 @@ def test_auto_keeps_images_only_when_they_fit_in_a_share_of_free_memory(tmp_path
     with caplog.at_level("INFO"):
         dm.setup("fit")
     assert not dm.splits["train"].decoded and "Images not kept decoded" in caplog.text
-    with pytest.raises(Exception, match="data.cache_images='sometimes': expected true, false or auto"):
+    with pytest.raises(Exception, match="data.cache_images='sometimes': expected one of True, False, auto"):
         TaskDataModule(task, img_size=24, mean=[0.5] * 3, std=[0.5] * 3, cache_images="sometimes")

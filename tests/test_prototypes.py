@@ -5,6 +5,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from spt_lightning.errors import ConfigError
 from spt_lightning.models import PromptedViT
 from spt_lightning.prototypes import PrototypeError, PrototypeInit
 from spt_lightning.prototypes.capture import TokenReservoir, capture
@@ -359,7 +360,7 @@ def test_kmeans_runs_on_the_models_gpu_only(monkeypatch):
 
 @pytest.mark.parametrize("key, value", [("pooling", "median"), ("layer0", "cls"), ("transforms", "test")])
 def test_unknown_init_switch_is_refused_with_its_options(key, value):
-    with pytest.raises(PrototypeError, match=rf"init.{key}='{value}': expected"):
+    with pytest.raises(ConfigError, match=rf"init.{key}='{value}': expected one of"):
         PrototypeInit("mean_pool", **{key: value})
 
 

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from conftest import tiny_vit
 from test_prototypes import _fit
 
+from spt_lightning.errors import ConfigError
 from spt_lightning.models import PromptedViT
 from spt_lightning.prototypes import PrototypeError, PrototypeInit
 from spt_lightning.prototypes.vipamin import matching, orthogonal, value_block, vipamin
@@ -213,5 +214,5 @@ def test_each_orthogonal_scale_sets_the_norms_it_names():
 @pytest.mark.parametrize("key, value", [("vipamin_k", 0), ("vipamin_lambda", 1.5), ("vipamin_images", 0),
                                         ("vipamin_values", "block"), ("vipamin_orth_scale", "unit")])
 def test_bad_vipamin_settings_are_refused(key, value):
-    with pytest.raises(PrototypeError, match=f"init.{key}"):
+    with pytest.raises(ConfigError, match=f"init.{key}={value!r}: expected"):
         PrototypeInit("vipamin", **{key: value})

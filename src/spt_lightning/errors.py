@@ -19,13 +19,22 @@ class ConfigError(SptError, ValueError):
 
 
 def check_number(key: str, value: Any, low: float, high: float | None = None, *, integer: bool = False,
-                 low_open: bool = False, hint: str = "") -> Any:
+                 low_open: bool = False, high_open: bool = True, hint: str = "") -> Any:
     """``value`` of the config key ``key`` if it is a number in range, else a ConfigError naming the key:
-    ``>= low`` (``> low`` when ``low_open``) and ``< high``; an integer when ``integer``."""
+    ``>= low`` (``> low`` when ``low_open``) and ``< high`` (``<= high`` unless ``high_open``); an integer
+    when ``integer``. The one range check of every config value."""
     kinds = int if integer else (int, float)
     ok = isinstance(value, kinds) and not isinstance(value, bool)
-    if not ok or (value <= low if low_open else value < low) or (high is not None and value >= high):
+    above = high is not None and (value >= high if high_open else value > high) if ok else False
+    if not ok or (value <= low if low_open else value < low) or above:
         expected = (f"{'an integer' if integer else 'a number'} {'>' if low_open else '>='} {low}"
-                    + (f" and < {high}" if high is not None else ""))
+                    + (f" and {'<' if high_open else '<='} {high}" if high is not None else ""))
         raise ConfigError(f"{key}={value!r}: expected {expected}{hint}", key)
+    return value
+
+
+def check_choice(key: str, value: Any, choices: tuple[str, ...] | list[str]) -> Any:
+    """``value`` of the config key ``key`` if it is one of ``choices``, else a ConfigError listing them."""
+    if value not in choices:
+        raise ConfigError(f"{key}={value!r}: expected one of {', '.join(map(str, choices))}", key)
     return value

@@ -18,7 +18,7 @@ from lightning.fabric.utilities.seed import pl_worker_init_function
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, RandomSampler, Subset
 
-from ..errors import ConfigError, check_number
+from ..errors import check_choice, check_number
 from .datasets import ImageDataset, collate_skipping_none
 from .tasks import build_datasets
 from .transforms import build_transforms
@@ -97,12 +97,9 @@ class TaskDataModule(L.LightningDataModule):
         cache_images: bool | str = "auto",
     ):
         super().__init__()
-        if protocol not in PROTOCOLS:
-            raise ConfigError(f"data.protocol={protocol} is unknown; choose one of {', '.join(PROTOCOLS)}",
-                              "data.protocol")
-        if check_number("data.fraction", fraction, 0, low_open=True) > 1:
-            raise ConfigError(f"data.fraction={fraction}: expected a part of the training set in (0, 1]",
-                              "data.fraction")
+        check_choice("data.protocol", protocol, PROTOCOLS)
+        check_number("data.fraction", fraction, 0, 1, low_open=True, high_open=False,
+                     hint=": the part of the training set used")
         check_number("data.batch_size", batch_size, 1, integer=True)
         self.task = dict(task)
         self.img_size, self.mean, self.std = img_size, tuple(mean), tuple(std)
@@ -111,9 +108,7 @@ class TaskDataModule(L.LightningDataModule):
         check_number("data.num_workers", num_workers, 0, integer=True, hint=" or auto")
         self.batch_size, self.num_workers, self.pin_memory = batch_size, int(num_workers), pin_memory
         self.skip_corrupt = skip_corrupt
-        if cache_images not in (True, False, "auto"):
-            raise ConfigError(f"data.cache_images={cache_images!r}: expected true, false or auto", "data.cache_images")
-        self.cache_images = cache_images
+        self.cache_images = check_choice("data.cache_images", cache_images, (True, False, "auto"))
         self.protocol, self.fraction, self.seed = protocol, fraction, seed
         self.splits: dict[str, Dataset] = {}
 

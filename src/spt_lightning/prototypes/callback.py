@@ -13,12 +13,12 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from ..data.datasets import content_digest
+from ..errors import check_choice, check_number
 from ..models.prompted_vit import LAYER0
 from . import cache
 from .capture import capture, storage_device
 from .strategies import (
     POOLING,
-    PrototypeError,
     kmeans_gpu,
     make_collector,
     needs_data,
@@ -50,12 +50,6 @@ def describe(stats: dict[str, Any]) -> str:
         parts.append(f"k-means on {stats['kmeans_device']}")
     parts.append(f"cache {stats.get('cache', 'off')}")
     return ", ".join(parts)
-
-
-def _check(key: str, value: Any, kind: type, ok, expected: str) -> None:
-    numeric = isinstance(value, (int, float) if kind is float else int) and not isinstance(value, bool)
-    if not (numeric and ok(value)):
-        raise PrototypeError(f"{key}={value!r}: expected {expected}")
 
 
 class PrototypeInit(Callback):
@@ -112,24 +106,18 @@ class PrototypeInit(Callback):
         batch_size: int | None = None,
     ):
         needs_data(strategy)  # validates the name
-        _check("init.data_fraction", data_fraction, float, lambda v: 0 < v <= 1, "a number in (0, 1]")
+        check_number("init.data_fraction", data_fraction, 0, 1, low_open=True, high_open=False)
         if tokens_per_prompt is not None:
-            _check("init.tokens_per_prompt", tokens_per_prompt, int, lambda v: v >= 1, "an integer >= 1 or null")
-        if layer0 not in LAYER0:
-            raise PrototypeError(f"init.layer0={layer0!r}: expected one of {', '.join(LAYER0)}")
-        if pooling not in POOLING:
-            raise PrototypeError(f"init.pooling={pooling!r}: expected one of {', '.join(POOLING)}")
-        if transforms not in ("train", "eval"):
-            raise PrototypeError(f"init.transforms={transforms!r}: expected train or eval")
-        _check("init.kmeans_iters", kmeans_iters, int, lambda v: v >= 1, "an integer >= 1 (default 20)")
-        _check("init.vipamin_k", vipamin_k, int, lambda v: v >= 1, "an integer >= 1")
-        _check("init.vipamin_lambda", vipamin_lambda, float, lambda v: 0 <= v <= 1, "a number in [0, 1]")
-        _check("init.vipamin_images", vipamin_images, int, lambda v: v >= 1, "an integer >= 1")
-        if vipamin_values not in VALUE_BLOCKS:
-            raise PrototypeError(f"init.vipamin_values={vipamin_values!r}: expected one of {', '.join(VALUE_BLOCKS)}")
-        if vipamin_orth_scale not in ORTH_SCALES:
-            raise PrototypeError(f"init.vipamin_orth_scale={vipamin_orth_scale!r}: expected one of "
-                                 f"{', '.join(ORTH_SCALES)}")
+            check_number("init.tokens_per_prompt", tokens_per_prompt, 1, integer=True, hint=" or null")
+        check_choice("init.layer0", layer0, LAYER0)
+        check_choice("init.pooling", pooling, POOLING)
+        check_choice("init.transforms", transforms, ("train", "eval"))
+        check_number("init.kmeans_iters", kmeans_iters, 1, integer=True, hint=" (default 20)")
+        check_number("init.vipamin_k", vipamin_k, 1, integer=True)
+        check_number("init.vipamin_lambda", vipamin_lambda, 0, 1, high_open=False)
+        check_number("init.vipamin_images", vipamin_images, 1, integer=True)
+        check_choice("init.vipamin_values", vipamin_values, VALUE_BLOCKS)
+        check_choice("init.vipamin_orth_scale", vipamin_orth_scale, ORTH_SCALES)
         # What determines the prototypes besides the data and the model (part of the cache key).
         self.settings = {"strategy": strategy, "tokens_per_prompt": tokens_per_prompt,
                          "data_fraction": data_fraction, "layer0": layer0, "transforms": transforms, "pooling": pooling,
