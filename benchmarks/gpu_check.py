@@ -129,7 +129,8 @@ def cli_check(devices: int) -> dict:
         result = json.loads(results[0].read_text()) if results else {}
     return {"status": "ok" if done.returncode == 0 and result.get("status") == "ok" else "FAILED",
             "devices": devices, "seconds": seconds, "test_acc1": result.get("test", {}).get("acc1"),
-            "precision": result.get("precision"), "kmeans_device": (result.get("init") or {}).get("kmeans_device"),
+            "precision": (result.get("precision") or {}).get("used"),
+            "kmeans_device": (result.get("init") or {}).get("kmeans_device"),
             "error": None if done.returncode == 0 else done.stderr[-1500:]}
 
 

@@ -141,7 +141,10 @@ class TaskDataModule(L.LightningDataModule):
         if not reads:
             return
         need = sum(dataset.decoded_bytes(t) for dataset, t in reads)
-        available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        try:
+            available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError):  # a platform without it: auto keeps nothing
+            available = 0
         if self.cache_images == "auto" and need > CACHE_SHARE * available:
             log.info("Images not kept decoded: about %.1f GB, more than %d%% of the %.1f GB available "
                      "(data.cache_images=true keeps them anyway)", need / 1e9, 100 * CACHE_SHARE, available / 1e9)
