@@ -14,15 +14,13 @@ from __future__ import annotations
 import sys
 
 import torch
-from hydra import compose, initialize_config_module
-
 from spt_lightning.build import build, build_datamodule, build_model
+from spt_lightning.config import compose_train
 from spt_lightning.prototypes.vipamin import first_images, matching, orthogonal, value_block
 
 
 def main(overrides: list[str]) -> None:
-    with initialize_config_module(version_base="1.3", config_module="spt_lightning.conf"):
-        cfg = compose("train", ["method=spt_deep", "prompt.init=vipamin", *overrides])
+    cfg = compose_train(["method=spt_deep", "prompt.init=vipamin", *overrides])
     pretrain = build(cfg.pretrain, _convert_="all")
     datamodule = build_datamodule(cfg, pretrain)
     datamodule.setup("fit")

@@ -7,8 +7,9 @@ import os
 import pytest
 import timm
 import torch
-from hydra import compose, initialize_config_module
 from omegaconf import DictConfig, open_dict
+
+from spt_lightning.config import compose_train
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
@@ -24,8 +25,7 @@ def tiny_vit(num_classes: int = 5, **overrides) -> torch.nn.Module:
 def compose_cfg(tmp_path, overrides: list[str] = (), fast: bool = True) -> DictConfig:
     """The real configs, composed as the CLI would (``debug=fast`` unless ``fast=False``), writing into ``tmp_path``."""
     base = ["task=demo/synthetic", "debug=fast"] if fast else ["task=demo/synthetic"]
-    with initialize_config_module(version_base="1.3", config_module="spt_lightning.conf"):
-        cfg = compose("train", overrides=[*base, *overrides], return_hydra_config=False)
+    cfg = compose_train([*base, *overrides])
     with open_dict(cfg):
         cfg.paths.output_dir = str(tmp_path)
         cfg.init.cache_dir = str(tmp_path / "prototypes")

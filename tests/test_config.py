@@ -46,10 +46,9 @@ def test_every_option_composes(cfg_factory, group, option):
 
 
 def test_defaults_are_the_offline_demo(tmp_path):
-    from hydra import compose, initialize_config_module
+    from spt_lightning.config import compose_train
 
-    with initialize_config_module(version_base="1.3", config_module="spt_lightning.conf"):
-        cfg = compose("train")
+    cfg = compose_train([])
     assert cfg.task.name == "demo/animal_mnist" and cfg.task.sizes == {"train": 800, "val": 200, "test": 2000}
     assert cfg.backbone.arch == "vit_small_patch14_dinov2" and cfg.backbone.img_size == 112
     assert cfg.pretrain.source == "bundled"
@@ -152,12 +151,9 @@ def test_data_dir_follows_paths_and_env(cfg_factory, monkeypatch):
 @pytest.mark.parametrize("experiment", _options("experiment"))
 def test_every_ready_experiment_sweeps_valid_options_and_keys(experiment):
     """A mistyped task or key in a sweep definition is caught here, not 18 jobs into a sweep."""
-    from hydra import compose, initialize_config_module
+    from spt_lightning.config import check_overrides, compose_train
 
-    from spt_lightning.config import check_overrides
-
-    with initialize_config_module(version_base="1.3", config_module="spt_lightning.conf"):
-        params = compose("train", [f"experiment={experiment}"], return_hydra_config=True).hydra.sweeper.params
+    params = compose_train([f"experiment={experiment}"], hydra=True).hydra.sweeper.params
     assert params, f"experiment={experiment} sweeps nothing"
     check_overrides([f"experiment={experiment}", *(f"{key}={value}" for key, value in params.items())])
 

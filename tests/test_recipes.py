@@ -3,11 +3,10 @@
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
 import spt_lightning
-from spt_lightning.config import ConfigError, check_config
+from spt_lightning.config import ConfigError, check_config, compose_train
 
 CONF = Path(spt_lightning.__file__).parent / "conf"
 SPT = OmegaConf.load(CONF / "recipe" / "spt.yaml").recipe  # the cited values, read from the recipe file itself
@@ -15,8 +14,7 @@ TASKS = sorted(f"{g}/{p.stem}" for g in ("fgvc", "vtab") for p in (CONF / "task"
 
 
 def _compose(*overrides):
-    with initialize_config_module(version_base="1.3", config_module="spt_lightning.conf"):
-        return compose("train", overrides=list(overrides))
+    return compose_train(list(overrides))
 
 
 @pytest.mark.parametrize("pretrain", ["sup_in21k", "mae", "mocov3"])

@@ -16,11 +16,10 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from hydra import compose, initialize_config_module
 from omegaconf import open_dict
 from PIL import Image
 
-from spt_lightning.config import check_overrides
+from spt_lightning.config import check_overrides, compose_train
 from spt_lightning.errors import SptError
 from spt_lightning.results import record_outcome
 from spt_lightning.runs import RunFolderError
@@ -33,8 +32,7 @@ def _cfg(out: Path, *overrides: str, cache: Path | None = None):
     """The composed config as the CLI builds it (overrides checked first), writing into ``out``."""
     overrides = [*FAST, *overrides]
     check_overrides(overrides)
-    with initialize_config_module(version_base="1.3", config_module="spt_lightning.conf"):
-        cfg = compose("train", overrides=overrides)
+    cfg = compose_train(overrides)
     with open_dict(cfg):
         cfg.paths.output_dir = str(out)
         cfg.init.cache_dir = str(cache or out.parent / "prototypes")
