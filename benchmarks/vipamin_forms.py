@@ -80,7 +80,9 @@ def analysis(out: Path, epochs=(0, 1, 5, 10)) -> str:
     lines = [f"| `prompt.init` form | dependence, epoch {' → '.join(map(str, epochs))} | cosine to nearest token, "
              f"epoch {epochs[0]} → {epochs[-1]} | test acc. (%) |", "| --- | --- | --- | --- |"]
     for name, overrides in FORMS.items():
-        frames = [pd.read_csv(p).assign(seed=i) for i, p in enumerate(sorted((out / name).rglob("prompt_analysis.csv")))]
+        finished = sorted(p.parent for p in (out / name).rglob("results.json"))  # runs still going are left out
+        frames = [pd.read_csv(d / "prompt_analysis.csv").assign(seed=i) for i, d in enumerate(finished)
+                  if (d / "prompt_analysis.csv").is_file()]
         if not frames:
             continue
         per_seed = pd.concat(frames).groupby(["seed", "epoch"])[["dependence", "cos_nearest"]].mean()
@@ -90,7 +92,7 @@ def analysis(out: Path, epochs=(0, 1, 5, 10)) -> str:
             mean, std = stats.loc[epoch, (measure, "mean")], stats.loc[epoch, (measure, "std")]
             return f"{mean:.3f}" + (f" ± {std:.3f}" if std == std else "")
 
-        accs = [100 * json.loads(p.read_text())["test"]["acc1"] for p in (out / name).rglob("results.json")]
+        accs = [100 * json.loads((d / "results.json").read_text())["test"]["acc1"] for d in finished]
         lines.append(f"| {' '.join(overrides)} | {' → '.join(cell('dependence', e) for e in epochs)} | "
                      f"{cell('cos_nearest', epochs[0])} → {cell('cos_nearest', epochs[-1])} | "
                      f"{statistics.mean(accs):.2f} |")
