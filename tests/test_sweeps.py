@@ -399,6 +399,9 @@ def test_a_setting_meets_the_published_numbers_of_its_own_prompt_init():
                 (("data.protocol", '"final"'), ("prompt.init", json.dumps(init))))
 
     assert published_for(key("spt_shallow", "vipamin"), {"standard": True})["VTAB Natural"] == (62.60, "vipamin_readme")
+    rescaled = key("spt_shallow", "vipamin")[:4] + (key("spt_shallow", "vipamin")[4] + (
+        ("init.vipamin_orth_scale", '"match"'),),)
+    assert published_for(rescaled, {"standard": True}) == {}  # not the form VIPAMIN's authors ran
     assert published_for(key("spt_shallow", "kmeans"), {"standard": True})["VTAB Natural"] == (62.53, "natural_means")
     assert published_for(key("spt_shallow", "random"), {"standard": True}) == {}  # nobody published that
     assert published_for(key("linear", "kmeans", "sup_in21k"), {"standard": True})["FGVC"] == (79.32, "protocol_notes")

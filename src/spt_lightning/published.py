@@ -39,6 +39,8 @@ SOURCES = {
     "computed": "mean of the published per-task values of the group (the paper's own mean may differ by "
                 "0.01-0.04: it averages unrounded numbers)",
 }
+# A prompt init's published numbers go only beside runs of the form its authors ran (their switches).
+AUTHORS_FORM = {"vipamin": {"init.vipamin_values": "code", "init.vipamin_orth_scale": "code"}}
 ANCHORS = {  # newer methods beside SPT (not implemented here): name -> citation
     "vapt": "VAPT (Le et al., ICLR 2026, arXiv 2501.18936)",
     "da_vpt_plus": "DA-VPT+ (CVPR 2025, arXiv 2505.23694)",

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import SptError
-from .published import SOURCES, convention, published, standing
+from .published import AUTHORS_FORM, SOURCES, convention, published, standing
 from .runs import read_results
 from .settings import INIT_KEYS, settings
 
@@ -210,6 +210,8 @@ def published_for(key: tuple, entry: dict[str, Any]) -> dict[str, tuple[float, s
     if json.loads(config.get("data.protocol", "null")) != "final" or not entry["standard"]:
         return {}
     own, init = _own_init(key[0]), json.loads(config.get("prompt.init", "null"))
+    if any(json.loads(config.get(k, "null")) not in (v, None) for k, v in AUTHORS_FORM.get(init, {}).items()):
+        return {}  # another form than the one its authors published (e.g. VIPAMIN's orthogonal part rescaled)
     numbers = published(*key[:3], init="" if None in (own, init) or init == own else init)  # own None: no prompts
     for group, title in GROUP_TITLES.items():
         tasks = GROUPS.get(group, [])
