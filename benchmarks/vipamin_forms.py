@@ -48,11 +48,11 @@ def run(out: Path, extra: list[str]) -> None:
                         f"hydra.sweep.dir={out / name}"], check=False)
 
 
-def table(out: Path) -> str:
+def table(out: Path, reference_name: str = "kmeans") -> str:
     runs = {name: {r["seed"]: r for r in map(lambda p: json.loads(p.read_text()), (out / name).rglob("results.json"))
                    if r["status"] == "ok"} for name in FORMS}
-    reference = runs["kmeans"]
-    lines = ["| `prompt.init` form | test acc. (%, mean ± std) | vs k-means per seed (points; McNemar p) | "
+    reference = runs[reference_name]
+    lines = [f"| `prompt.init` form | test acc. (%, mean ± std) | vs {reference_name} per seed (points; McNemar p) | "
              "paired t-test p (3 seeds) |", "| --- | --- | --- | --- |"]
     for name, by_seed in runs.items():
         if not by_seed:
@@ -60,7 +60,7 @@ def table(out: Path) -> str:
         accs = [100 * by_seed[s]["test"]["acc1"] for s in sorted(by_seed)]
         cell = f"{statistics.mean(accs):.2f} ± {statistics.stdev(accs):.2f}" if len(accs) > 1 else f"{accs[0]:.2f}"
         seeds = sorted(set(by_seed) & set(reference))
-        if name == "kmeans" or not seeds:
+        if name == reference_name or not seeds:
             lines.append(f"| {' '.join(FORMS[name])} | {cell} | — | — |")
             continue
         per_seed = "; ".join(f"{100 * (by_seed[s]['test']['acc1'] - reference[s]['test']['acc1']):+.2f} "
@@ -103,10 +103,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("command", choices=("run", "table", "analysis"))
     parser.add_argument("--out", type=Path, default=Path("logs/vipamin_forms"))
+    parser.add_argument("--reference", default="kmeans", choices=list(FORMS), help="the form each is paired with")
     args, extra = parser.parse_known_args()
     if args.command == "run":
         run(args.out, extra)
-    print(analysis(args.out) if args.command == "analysis" else table(args.out))
+    print(analysis(args.out) if args.command == "analysis" else table(args.out, args.reference))
 
 
 if __name__ == "__main__":
