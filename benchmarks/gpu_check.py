@@ -104,8 +104,6 @@ def step_check(batch: int, repeats: int = 20) -> dict:
 def loader_check(batch: int, model_images_per_s: float) -> dict:
     from data_loading import cached_vs_uncached
 
-    from spt_lightning.data import TaskDataModule  # noqa: F401  (the project is installed)
-
     workers = min(8, len(os.sched_getaffinity(0)))
     with tempfile.TemporaryDirectory() as tmp:
         rates = cached_vs_uncached(Path(tmp), 512, workers, batch, rounds=2)

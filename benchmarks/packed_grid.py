@@ -79,12 +79,10 @@ def ratios(arch: str, img_size: int, batch: int, length: int, device: str, ks=(1
 
 
 def main() -> None:
+    from run import geometry_arguments  # benchmarks/ is on the path when a script in it runs
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--arch", default="vit_small_patch14_dinov2")
-    parser.add_argument("--img-size", type=int, default=112)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--length", type=int, default=10)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    geometry_arguments(parser)
     args = parser.parse_args()
     result = ratios(args.arch, args.img_size, args.batch_size, args.length, args.device)
     print(f"{args.arch} @ {args.img_size}px, batch {args.batch_size}, P={args.length} deep, {args.device}, "

@@ -216,14 +216,19 @@ def describe_machine(device: str) -> str:
             f"{'native bf16 (' + native + ')' if native else 'no native bf16'}")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def geometry_arguments(parser: argparse.ArgumentParser) -> None:
+    """The model geometry and device every speed benchmark takes (the demo's by default)."""
     parser.add_argument("--arch", default="vit_small_patch14_dinov2")
     parser.add_argument("--img-size", type=int, default=112)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--length", type=int, default=10)
-    parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    geometry_arguments(parser)
+    parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--attention", default="auto", choices=["auto", "fused", "eager"],
                         help="attention kernel, resolved per device as in training (auto: eager on CPU)")
     parser.add_argument("--compile", action="store_true", help="torch.compile every model (as `compile=true`)")

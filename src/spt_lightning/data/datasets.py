@@ -89,7 +89,8 @@ class ImageDataset(Dataset):
         head, _ = split_deterministic(transform)
         if not len(self):
             return 0
-        first = np.asarray(head(self.image(0))) if self.image(0) is not None else np.zeros((1, 1, 3), np.uint8)
+        image = self.image(0)
+        first = np.asarray(head(image)) if image is not None else np.zeros((1, 1, 3), np.uint8)
         if any(type(step).__name__ in ("Resize", "CenterCrop") for step in head.transforms):
             return first.nbytes * len(self)
         return sum(3 * w * h for w, h in (self.size(i) for i in range(len(self))))

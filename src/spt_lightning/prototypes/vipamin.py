@@ -111,9 +111,14 @@ def orthogonal(model: PromptedViT, images: torch.Tensor, generator: torch.Genera
                values: str = "code") -> torch.Tensor:
     """``[layers, P, D]``: random prompts whose value vectors lie outside the span of the attention outputs
     (``values``: which block's value projection maps them, see :func:`value_block`)."""
+    attention, _ = _prompt_free_pass(model, images, model.prompts.num_layers)
+    return _orthogonal(model, attention, generator, values)
+
+
+def _orthogonal(model: PromptedViT, attention: list[torch.Tensor], generator: torch.Generator,
+                values: str) -> torch.Tensor:
     prompts = model.prompts
     out = []
-    attention, _ = _prompt_free_pass(model, images, prompts.num_layers)
     for i, attended in enumerate(attention):
         qkv = model.vit.blocks[value_block(i, len(model.vit.blocks), values)].attn.qkv
         dim = attended.shape[-1]
@@ -144,11 +149,12 @@ def vipamin(model: PromptedViT, images: torch.Tensor, k: int, lamb: float, seed:
         match = matching(model, images, k).cpu()
         if not lamb:
             return match
-        orth = orthogonal(model, images, torch.Generator().manual_seed(seed), values).cpu()
+        attention, token_norms = _prompt_free_pass(model, images, model.prompts.num_layers)  # one pass for both
+        orth = _orthogonal(model, attention, torch.Generator().manual_seed(seed), values).cpu()
         if orth_scale == "match":
             orth = rescaled(orth, match.norm(dim=-1).mean(-1))
         elif orth_scale == "tokens":
-            orth = rescaled(orth, torch.tensor(_prompt_free_pass(model, images, model.prompts.num_layers)[1]))
+            orth = rescaled(orth, torch.tensor(token_norms))
     finally:
         model.train(was_training)
     return (1 - lamb) * match + lamb * orth
