@@ -8,9 +8,7 @@ prompt-token analysis (``callbacks=prompt_analysis``); VPT's xavier init runs be
     python benchmarks/vipamin_forms.py table --out logs/vipamin_forms
     python benchmarks/vipamin_forms.py analysis --out logs/vipamin_forms   # prompt-token dependence per epoch
 
-Paired against k-means: per seed the difference and McNemar's exact test on that seed's test images
-(one test per seed: the seeds share the same test images, so pooling their pairs would overstate the
-evidence), and across seeds a paired t-test of the accuracies (scipy.stats.ttest_rel).
+Paired against k-means as ``compare.py`` pairs settings (per seed and across seeds).
 """
 
 from __future__ import annotations
@@ -18,13 +16,9 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
-import sys
 from pathlib import Path
 
-from scipy.stats import ttest_rel
-
-from spt_lightning.report import mcnemar, p_value
+import compare
 
 FORMS = {  # folder -> overrides; the reference first
     "kmeans": ["prompt.init=kmeans"],
@@ -34,42 +28,10 @@ FORMS = {  # folder -> overrides; the reference first
     "xavier": ["prompt.init=xavier"],  # VPT-deep: the analysis' other side
     "vipamin_own": ["prompt.init=vipamin", "init.vipamin_values=own"],
 }
-SEEDS = "0,1,2"
 
 
 def run(out: Path, extra: list[str]) -> None:
-    """Train every form whose folder has fewer than 3 results."""
-    for name, overrides in FORMS.items():
-        if len(list((out / name).rglob("results.json"))) >= 3:
-            continue
-        print(f"== {name}: {' '.join(overrides)}", flush=True)
-        subprocess.run([sys.executable, "-m", "spt_lightning", "-m", f"seed={SEEDS}", "method=spt_deep",
-                        "init.cache_dir=null", "callbacks=[default,prompt_analysis]", *overrides, *extra,
-                        f"hydra.sweep.dir={out / name}"], check=False)
-
-
-def table(out: Path, reference_name: str = "kmeans") -> str:
-    runs = {name: {r["seed"]: r for r in map(lambda p: json.loads(p.read_text()), (out / name).rglob("results.json"))
-                   if r["status"] == "ok"} for name in FORMS}
-    reference = runs[reference_name]
-    lines = [f"| `prompt.init` form | test acc. (%, mean ± std) | vs {reference_name} per seed (points; McNemar p) | "
-             "paired t-test p (3 seeds) |", "| --- | --- | --- | --- |"]
-    for name, by_seed in runs.items():
-        if not by_seed:
-            continue
-        accs = [100 * by_seed[s]["test"]["acc1"] for s in sorted(by_seed)]
-        cell = f"{statistics.mean(accs):.2f} ± {statistics.stdev(accs):.2f}" if len(accs) > 1 else f"{accs[0]:.2f}"
-        seeds = sorted(set(by_seed) & set(reference))
-        if name == reference_name or not seeds:
-            lines.append(f"| {' '.join(FORMS[name])} | {cell} | — | — |")
-            continue
-        per_seed = "; ".join(f"{100 * (by_seed[s]['test']['acc1'] - reference[s]['test']['acc1']):+.2f} "
-                             f"(p {p_value(mcnemar(by_seed[s]['test_correct'], reference[s]['test_correct']))})"
-                             for s in seeds)
-        ours, theirs = [by_seed[s]["test"]["acc1"] for s in seeds], [reference[s]["test"]["acc1"] for s in seeds]
-        t = p_value(ttest_rel(ours, theirs).pvalue) if len(seeds) > 1 else "—"
-        lines.append(f"| {' '.join(FORMS[name])} | {cell} | {per_seed} | {t} |")
-    return "\n".join(lines)
+    compare.run(out, FORMS, ["method=spt_deep", "init.cache_dir=null", "callbacks=[default,prompt_analysis]", *extra])
 
 
 def analysis(out: Path, epochs=(0, 1, 5, 10)) -> str:
@@ -107,7 +69,7 @@ def main() -> None:
     args, extra = parser.parse_known_args()
     if args.command == "run":
         run(args.out, extra)
-    print(analysis(args.out) if args.command == "analysis" else table(args.out, args.reference))
+    print(analysis(args.out) if args.command == "analysis" else compare.table(args.out, FORMS, args.reference))
 
 
 if __name__ == "__main__":

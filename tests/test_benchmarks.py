@@ -38,26 +38,28 @@ def test_vipamin_scale_prints_one_row_per_layer(capsys):
     assert all(float(r.split(" | ")[5]) > 0 for r in rows)  # the orthogonal part's norm
 
 
-def test_vipamin_forms_table_pairs_each_seed_with_kmeans(tmp_path, capsys):
+def test_compare_table_pairs_each_seed_with_the_reference(tmp_path, monkeypatch):
     """One McNemar test per seed (the seeds share the test images) and a paired t-test across seeds."""
-    import importlib.util
-
     from scipy.stats import ttest_rel
 
-    spec = importlib.util.spec_from_file_location("vipamin_forms", ROOT / "benchmarks" / "vipamin_forms.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import compare
+
     correct = {"kmeans": ["1" * 90 + "0" * 10, "1" * 92 + "0" * 8, "1" * 91 + "0" * 9],
                "vipamin_match": ["1" * 95 + "0" * 5, "1" * 93 + "0" * 7, "1" * 97 + "0" * 3]}
     for name, strings in correct.items():
         for seed, c in enumerate(strings):
             folder = tmp_path / name / str(seed)
             folder.mkdir(parents=True)
-            result = {"status": "ok", "seed": seed, "test": {"acc1": c.count("1") / 100}, "test_correct": c}
+            result = {"status": "ok", "seed": seed, "test": {"acc1": c.count("1") / 100}, "test_correct": c,
+                      "parameters": {"learnable": 1000 + len(name), "learnable_without_head": len(name)}}
             (folder / "results.json").write_text(json.dumps(result))
-    row = next(line for line in script.table(tmp_path).splitlines() if "orth_scale=match" in line)
+    settings = {"kmeans": ["prompt.init=kmeans"], "vipamin_match": ["init.vipamin_orth_scale=match"]}
+    row = next(line for line in compare.table(tmp_path, settings, "kmeans").splitlines() if "orth_scale=match" in line)
     t = ttest_rel([0.95, 0.93, 0.97], [0.90, 0.92, 0.91]).pvalue
     assert "| 95.00 ± 2.00 | +5.00 (p 0.062); +1.00 (p 1.000); +6.00 (p 0.031) |" in row and row.endswith(f"| {t:.3f} |")
+    counted = compare.table(tmp_path, settings, "kmeans", parameters=True).splitlines()[-1]
+    assert counted.endswith(f"| {t:.3f} | 1,013 (13) |")
 
 
 def test_gpu_check_says_in_one_line_that_there_is_no_gpu_and_exits_0(tmp_path):

@@ -77,9 +77,11 @@ def test_unknown_attention_kernel_is_refused(tmp_path):
 
 
 @pytest.mark.parametrize("method,length,deep", [("vpt_deep", 3, True), ("vpt_shallow", 3, False), ("spt_deep", 3, True),
-                                                ("spt_shallow", 3, False), ("linear", 0, True), ("full", 0, True)])
+                                                ("spt_shallow", 3, False), ("linear", 0, True), ("full", 0, True),
+                                                ("gated_prompts", 3, False), ("e2vpt", 3, True), ("bitfit", 0, True)])
 def test_methods_build_the_right_model(cfg_factory, method, length, deep):
-    cfg = cfg_factory(f"method={method}", "prompt.length=3")
+    # (prompt.length: null is "no prompts"; the prompted methods take the recipe's length)
+    cfg = cfg_factory(f"method={method}", "recipe.prompt_length.deep=3", "recipe.prompt_length.shallow=3")
     model = _model(cfg)
     assert model.prompt_length == length
     if length:
@@ -101,7 +103,7 @@ def test_unknown_option_lists_valid_choices(cfg_factory):
 @pytest.mark.parametrize("length", [0, -5])
 def test_nonpositive_prompt_length_is_refused(tmp_path, cfg_factory, length):
     _train_refuses(tmp_path, ["method=vpt_deep", f"prompt.length={length}"], ConfigError, f"prompt.length={length}")
-    assert _model(cfg_factory("method=linear", f"prompt.length={length}")).prompts is None  # no prompts: fine
+    assert _model(cfg_factory("method=vpt_deep", "prompt.length=null")).prompts is None  # null: no prompts
 
 
 def test_negative_learning_rate_is_refused(tmp_path):

@@ -23,6 +23,7 @@ from .backbones import Pretrain
 from .data import TaskDataModule
 from .errors import ConfigError, SptError, check_number
 from .loggers import with_wandb_mode
+from .methods import Method
 from .models import PromptedViT
 from .module import PromptTuningModule
 from .progress import EpochLines, interactive
@@ -34,25 +35,39 @@ class Run:
 
     datamodule: TaskDataModule
     pretrain: Pretrain
+    method: Method
     module: PromptTuningModule
     trainer: L.Trainer
+
+    def load_weights(self) -> None:
+        """Fetch and load the pretrained weights, then attach the method's modules (which rename or add tensors)."""
+        self.pretrain.load(self.module.model.vit)
+        self.module.model.attach(self.method)
 
 
 def build_run(cfg: DictConfig, precision: str) -> Run:
     callbacks = build_callbacks(cfg)
     pretrain = build(cfg.pretrain, _convert_="all")
     datamodule = build_datamodule(cfg, pretrain)
-    module = build_module(cfg, build_model(cfg, pretrain))
-    return Run(datamodule, pretrain, module, build_trainer(cfg, precision, callbacks, datamodule.has_val))
+    method = build_method(cfg)
+    module = build_module(cfg, build_model(cfg, pretrain), method)
+    return Run(datamodule, pretrain, method, module, build_trainer(cfg, precision, callbacks, datamodule.has_val))
+
+
+def build_method(cfg: DictConfig) -> Method:
+    """``cfg.method``, a ``_target_`` node naming a :class:`~spt_lightning.methods.Method`."""
+    method = build(cfg.method, _convert_="all")
+    if not isinstance(method, Method):
+        raise ConfigError(f"method._target_={cfg.method._target_} is not a spt_lightning.methods.Method", "method")
+    return method
 
 
 def build_model(cfg: DictConfig, pretrain: Pretrain) -> PromptedViT:
     """The prompted ViT for ``cfg``, shaped for ``pretrain``'s weights (``pretrain.load(model.vit)`` loads
-    them); no prompts for methods without (linear, full)."""
+    them); ``prompt.length: null`` (linear, full, BitFit, LoRA, adapters): no prompts."""
     # (partial: Hydra would turn the Pretrain dataclass into a config node)
     vit = build(cfg.backbone, _partial_=True)(num_classes=cfg.task.num_classes, pretrain=pretrain)
-    length = cfg.prompt.length if cfg.method.prompted else None
-    return PromptedViT(vit, prompt_length=length, deep=cfg.prompt.deep, dropout=cfg.prompt.dropout)
+    return PromptedViT(vit, prompt_length=cfg.prompt.length, deep=cfg.prompt.deep, dropout=cfg.prompt.dropout)
 
 
 def build_datamodule(cfg: DictConfig, pretrain: Pretrain) -> TaskDataModule:
@@ -63,10 +78,10 @@ def build_datamodule(cfg: DictConfig, pretrain: Pretrain) -> TaskDataModule:
                  seed=cfg.get("seed") or 0)
 
 
-def build_module(cfg: DictConfig, model: PromptedViT) -> PromptTuningModule:
+def build_module(cfg: DictConfig, model: PromptedViT, method: Method) -> PromptTuningModule:
     """``cfg.optim`` (the module's optimisation keys) with the model and what other groups decide."""
     return build(cfg.optim, _convert_="all")(model, num_classes=cfg.task.num_classes,
-                                             finetune_backbone=cfg.method.finetune_backbone,
+                                             finetune_backbone=method.trains_backbone,
                                              attention=cfg.attention, compile=cfg.compile)
 
 

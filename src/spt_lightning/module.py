@@ -111,13 +111,20 @@ class PromptTuningModule(L.LightningModule):
 
     # ---- what trains -------------------------------------------------------------------------
     def trainable_groups(self) -> dict[str, list[tuple[str, nn.Parameter]]]:
-        """Trainable parameters by group: ``prompts``, ``head`` and (full tuning) ``backbone``."""
+        """Trainable parameters by group: ``prompts``, ``head``, ``backbone`` (the backbone's own tensors:
+        all of them for full tuning, the biases for BitFit) and ``added`` (what a method added: LoRA,
+        adapters, gates, key-value prompts)."""
         head = {id(p) for p in self.model.vit.get_classifier().parameters()}
-        groups: dict[str, list[tuple[str, nn.Parameter]]] = {"prompts": [], "head": [], "backbone": []}
+        groups: dict[str, list[tuple[str, nn.Parameter]]] = {"prompts": [], "head": [], "backbone": [], "added": []}
         for name, p in self.model.named_parameters():
             if not p.requires_grad:
                 continue
-            group = "prompts" if name.startswith("prompts.") else "head" if id(p) in head else "backbone"
+            if name.startswith("prompts."):
+                group = "prompts"
+            elif id(p) in head:
+                group = "head"
+            else:
+                group = "backbone" if name.removeprefix("vit.") in self.model.backbone_names else "added"
             groups[group].append((name, p))
         return {k: v for k, v in groups.items() if v}
 
@@ -126,10 +133,8 @@ class PromptTuningModule(L.LightningModule):
         groups = self.trainable_groups()
         learnable = sum(p.numel() for ps in groups.values() for _, p in ps)
         head = sum(p.numel() for _, p in groups.get("head", []))
-        backbone = sum(p.numel() for p in self.model.vit.parameters()) - sum(
-            p.numel() for p in self.model.vit.get_classifier().parameters()
-        )
-        return {"learnable": learnable, "learnable_without_head": learnable - head, "backbone": backbone}
+        return {"learnable": learnable, "learnable_without_head": learnable - head,
+                "backbone": self.model.backbone_size}
 
     def param_groups(self) -> list[dict[str, Any]]:
         """The optimizer's parameter groups: per trainable group its lr (``lr_scale``) and weight decay,

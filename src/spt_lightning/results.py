@@ -140,7 +140,7 @@ def record_outcome(cfg: DictConfig, error: BaseException) -> Path | None:
         "group": cfg.task.get("group"),
         "method": cfg.method.name,
         "pretrain": cfg.pretrain.name,
-        "prompt_length": cfg.prompt.length if cfg.method.prompted else 0,
+        "prompt_length": cfg.prompt.length or 0,
         "seed": cfg.get("seed"),
         "output_dir": str(output_dir),
         "config": _resolved(cfg),

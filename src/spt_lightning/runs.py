@@ -49,8 +49,14 @@ def run_folder(resume: str, default: str) -> str:
     return str(path)
 
 
-if not OmegaConf.has_resolver("run_folder"):
-    OmegaConf.register_new_resolver("run_folder", run_folder)
+def prompt_tag(length: int | None) -> str:
+    """``P10`` for 10 prompt tokens per layer, ``no_prompts`` for a method without (a resolver of run names)."""
+    return "no_prompts" if length is None else f"P{length}"
+
+
+for _name, _resolver in (("run_folder", run_folder), ("prompt_tag", prompt_tag)):
+    if not OmegaConf.has_resolver(_name):
+        OmegaConf.register_new_resolver(_name, _resolver)
 
 
 # Besides the keys that cannot change a result (settings.NEUTRAL), what a resumed run may change from the

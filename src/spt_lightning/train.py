@@ -68,7 +68,7 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
     #    overwrite=true replaces a finished run only once the new one has its data and weights.
     datamodule, module, trainer = run.datamodule, run.module, run.trainer
     datamodule.setup("fit")
-    run.pretrain.load(module.model.vit)
+    run.load_weights()
     claim_run_folder(cfg, stale)
     if ckpt_path is not None:
         log.info("Continuing the run in %s from %s", cfg.paths.output_dir, ckpt_path)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from ..errors import ConfigError
-from .prompts import Prompts
+from .prompts import ExtraTokens, Prompts
 
 ATTENTION = ("auto", "fused", "eager")
 # Layer 0's captured tokens: after position embedding (what the prompts sit beside) or before it (SPT's code).
@@ -26,7 +27,9 @@ class PromptedViT(nn.Module):
     tokens they see without prompts.
 
     Only ``forward_features`` is rewritten; patch embedding, position embedding, blocks, pooling
-    and head are timm's own.
+    and head are timm's own. A method (``spt_lightning.methods``) may add modules to the blocks and a
+    ``prompt_update(block, before, after)`` that the shallow prompted forward applies to the prompt
+    tokens after each block (GatedPT's gates).
 
     Args:
         vit: The backbone, with its classification head already sized for the task.
@@ -41,6 +44,11 @@ class PromptedViT(nn.Module):
         self.vit = vit
         self.deep = deep
         self.prompts: Prompts | None = None
+        self.prompt_update: nn.Module | None = None
+        # The backbone's own parameters (what a method adds after construction is not among them).
+        self.backbone_names = frozenset(n for n, _ in vit.named_parameters())
+        head = sum(p.numel() for p in vit.get_classifier().parameters())
+        self.backbone_size = sum(p.numel() for p in vit.parameters()) - head  # parameters, without the head
         if prompt_length is not None:
             proj = vit.patch_embed.proj
             fan_in = proj.in_channels * proj.kernel_size[0] * proj.kernel_size[1]
@@ -53,6 +61,13 @@ class PromptedViT(nn.Module):
         self.vit.requires_grad_(False)
         self.vit.get_classifier().requires_grad_(True)
         self.backbone_frozen = True
+        self.train(self.training)
+
+    def attach(self, method) -> None:
+        """Add ``method``'s modules (once the pretrained weights are in); the head keeps training."""
+        method.attach(self)
+        if self.backbone_frozen:  # (peft freezes every tensor it did not add)
+            self.vit.get_classifier().requires_grad_(True)
         self.train(self.training)
 
     def train(self, mode: bool = True) -> "PromptedViT":
@@ -117,12 +132,24 @@ class PromptedViT(nn.Module):
         if layer0 not in LAYER0:
             raise ValueError(f"layer0 must be one of {', '.join(LAYER0)}, got {layer0!r}")
         n = self.num_prefix_tokens
-        patches = self.vit.patch_embed(images)
-        x = self._embed_patches(patches)
-        yield 0, patches.flatten(1, -2) if layer0 == "patch_embed" else x[:, n:]
-        for i, block in enumerate(self.vit.blocks[: num_layers - 1]):
-            x = block(x)
-            yield i + 1, x[:, n:]
+        with self._without_extra_tokens():
+            patches = self.vit.patch_embed(images)
+            x = self._embed_patches(patches)
+            yield 0, patches.flatten(1, -2) if layer0 == "patch_embed" else x[:, n:]
+            for i, block in enumerate(self.vit.blocks[: num_layers - 1]):
+                x = block(x)
+                yield i + 1, x[:, n:]
+
+    @contextmanager
+    def _without_extra_tokens(self) -> Iterator[None]:
+        extras = [m for m in self.vit.modules() if isinstance(m, ExtraTokens)]
+        for m in extras:
+            m.enabled = False
+        try:
+            yield
+        finally:
+            for m in extras:
+                m.enabled = True
 
     def block_sequences(self, images: torch.Tensor, num_layers: int) -> list[torch.Tensor]:
         """The whole sequences ``[B, prefix + P + N, D]`` entering blocks ``0 .. num_layers-1`` in the
@@ -147,7 +174,10 @@ class PromptedViT(nn.Module):
                 x = torch.cat([x[:, :n], self.prompts(0, b), x[:, n:]], dim=1)
             elif self.deep:
                 x = torch.cat([x[:, :n], self.prompts(i, b), x[:, n + p :]], dim=1)
+            before = x[:, n : n + p]
             x = block(x)
+            if self.prompt_update is not None:
+                x = torch.cat([x[:, :n], self.prompt_update(i, before, x[:, n : n + p]), x[:, n + p :]], dim=1)
         x = torch.cat([x[:, :n], x[:, n + p :]], dim=1)
         return self.vit.norm(x)
 

@@ -29,7 +29,7 @@ class Prompts(nn.Module):
         super().__init__()
         check_number("prompt.length", length, 1, integer=True,
                      hint=": a prompted method needs at least one prompt token per layer. Set prompt.length to a "
-                          "positive number (the paper uses 1-200), or use a method without prompts (method=linear).")
+                          "positive number (the paper uses 1-200), or to null for no prompts (as method=linear has it).")
         check_number("prompt.dropout", dropout, 0, 1)
         self.patch_fan_in = patch_fan_in
         self.embeddings = nn.Parameter(torch.empty(num_layers, length, dim))
@@ -52,3 +52,11 @@ class Prompts(nn.Module):
     def forward(self, layer: int, batch_size: int) -> torch.Tensor:
         """Prompts of one layer, expanded to ``[batch_size, length, dim]``."""
         return self.dropout(self.embeddings[layer].expand(batch_size, -1, -1))
+
+
+class ExtraTokens(nn.Module):
+    """Base of the learnable tokens a method adds inside the blocks (E²VPT's key-value prompts). They are
+    part of the prompted model only: :meth:`PromptedViT.block_inputs` turns them off (``enabled``), so
+    prototypes are computed on the frozen backbone's own tokens."""
+
+    enabled = True
