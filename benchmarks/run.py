@@ -37,6 +37,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from spt_lightning.backbones import build_vit
 from spt_lightning.models import PromptedViT
 from spt_lightning.module import PromptTuningModule
+from spt_lightning.schedules import warmup_cosine
 from spt_lightning.precision import cpu_bf16, resolve_precision
 
 
@@ -129,7 +130,7 @@ class Bench:
         per-step LR schedule.
         """
         data = TensorDataset(self.x.cpu().repeat(steps, 1, 1, 1), self.y.cpu().repeat(steps))
-        module = PromptTuningModule(self.model(), 10, functools.partial(torch.optim.AdamW, lr=1e-4), warmup_epochs=0,
+        module = PromptTuningModule(self.model(), 10, functools.partial(torch.optim.AdamW, lr=1e-4), scheduler=functools.partial(warmup_cosine, warmup_epochs=0),
                                     attention=self.attention)  # Bench.model already compiled it when asked
         model = self.model()
         opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)

@@ -31,7 +31,7 @@ def _options(group: str) -> list[str]:
 
 @pytest.mark.parametrize(
     "group,option",
-    [(g, o) for g in ("task", "backbone", "pretrain", "method", "prompt", "init", "optim", "data", "trainer",
+    [(g, o) for g in ("task", "backbone", "pretrain", "method", "prompt", "init", "model", "data", "trainer",
                       "callbacks", "logger", "paths", "debug", "experiment") for o in _options(g)],
 )
 def test_every_option_composes(cfg_factory, group, option):
@@ -107,7 +107,7 @@ def test_nonpositive_prompt_length_is_refused(tmp_path, cfg_factory, length):
 
 
 def test_negative_learning_rate_is_refused(tmp_path):
-    _train_refuses(tmp_path, ["optim.optimizer.lr=-0.1"], ConfigError, "optim.optimizer.lr=-0.1")
+    _train_refuses(tmp_path, ["model.optimizer.lr=-0.1"], ConfigError, "model.optimizer.lr=-0.1")
 
 
 @pytest.mark.parametrize("pretrain,arch,fmt", [("sup_in21k", "vit_base_patch16_224", "timm"),
@@ -172,3 +172,15 @@ def test_normalisation_is_the_weights_own_without_building_the_model(cfg_factory
     built = timm.create_model(f"{cfg.backbone.arch}.{tag}" if tag else cfg.backbone.arch, pretrained=False).pretrained_cfg
     expected = (list(cfg.pretrain.mean or built["mean"]), list(cfg.pretrain.std or built["std"]))
     assert build(cfg.pretrain).normalisation(cfg.backbone.arch) == expected
+
+
+def test_renamed_keys_still_work_with_a_line_saying_so(caplog):
+    from spt_lightning.config import compose_train, renamed
+
+    old = ["optim.optimizer.lr=0.1", "init.strategy=random", "optim.warmup_epochs=2", "seed=1", "init.kmeans_iters=3"]
+    new = renamed(old)
+    assert new == ["model.optimizer.lr=0.1", "prompt.init=random", "model.scheduler.warmup_epochs=2", "seed=1",
+                   "init.kmeans_iters=3"]
+    assert sum("is deprecated" in r.message for r in caplog.records) == 3
+    cfg = compose_train(new)
+    assert (cfg.model.optimizer.lr, cfg.init.strategy, cfg.model.scheduler.warmup_epochs) == (0.1, "random", 2)

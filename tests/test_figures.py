@@ -12,7 +12,7 @@ from spt_lightning.report import aggregate, load_runs, varying
 def _run(tmp_path, name, task="vtab/dtd", acc=0.5, seed=0, method="spt_deep", init="kmeans", length=10, lr=0.01,
          init_time=1.0, learnable=100):
     config = {"method": {"name": method}, "prompt": {"init": init, "length": length}, "init": {"strategy": init},
-              "optim": {"optimizer": {"lr": lr}}, "seed": seed, "data": {"protocol": "final"}}
+              "model": {"optimizer": {"lr": lr}}, "seed": seed, "data": {"protocol": "final"}}
     run = {"status": "ok", "task": task, "group": "vtab_natural", "method": method, "pretrain": "mae",
            "backbone": "vit_base_patch16_224", "prompt_length": length, "prompt_init": init, "seed": seed,
            "test": {"acc1": acc}, "splits": {"standard": True}, "config": config, "timings": {"init": init_time},
@@ -72,9 +72,9 @@ def test_against_published_puts_each_task_beside_its_number(tmp_path):
 
 
 def test_tuning_grid_marks_the_choice_and_an_edge_optimum(tmp_path):
-    summary = {"grid": [{"overrides": [f"optim.optimizer.lr={lr}", f"optim.optimizer.weight_decay={wd}"],
+    summary = {"grid": [{"overrides": [f"model.optimizer.lr={lr}", f"model.optimizer.weight_decay={wd}"],
                          "val_acc1_last": 0.5 + lr + wd} for lr in (0.001, 0.01, 0.1) for wd in (0.0, 0.01)],
-               "chosen": ["optim.optimizer.lr=0.1", "optim.optimizer.weight_decay=0.01"], "edge": ["lr at the edge"]}
+               "chosen": ["model.optimizer.lr=0.1", "model.optimizer.weight_decay=0.01"], "edge": ["lr at the edge"]}
     (tmp_path / "study" / "vtab_dtd").mkdir(parents=True)
     (tmp_path / "study" / "vtab_dtd" / "tune_final.json").write_text(json.dumps(summary))
     (path,) = figures.grid_figures([tmp_path / "study"], tmp_path / "out")

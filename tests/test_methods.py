@@ -20,6 +20,7 @@ from spt_lightning.errors import ConfigError
 from spt_lightning.methods import Adapter, GatedPrompts, KVPrompts, LoRA, Method
 from spt_lightning.models import PromptedViT
 from spt_lightning.module import PromptTuningModule
+from spt_lightning.schedules import warmup_cosine
 from spt_lightning.train import train
 
 from conftest import tiny_vit
@@ -33,7 +34,7 @@ def _module(method: Method, length=None, deep=True, seed=0) -> PromptTuningModul
     """As a run builds it: the module (which freezes the backbone), then the method attached."""
     torch.manual_seed(seed)
     model = PromptedViT(tiny_vit(num_classes=4), length, deep=deep)
-    module = PromptTuningModule(model, 4, functools.partial(torch.optim.AdamW, lr=1e-2), warmup_epochs=0,
+    module = PromptTuningModule(model, 4, functools.partial(torch.optim.AdamW, lr=1e-2), scheduler=functools.partial(warmup_cosine, warmup_epochs=0),
                                 finetune_backbone=method.trains_backbone)
     model.attach(method)
     return module

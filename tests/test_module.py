@@ -7,6 +7,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from spt_lightning.models import PromptedViT
 from spt_lightning.module import PromptTuningModule
+from spt_lightning.schedules import warmup_cosine
 
 from conftest import tiny_vit
 
@@ -101,7 +102,7 @@ def test_schedule_warms_up_linearly_then_follows_a_half_cosine_to_zero():
     assert lrs[9]["prompts"] == pytest.approx(1e-2) and lrs[10]["prompts"] == pytest.approx(1e-2)
     assert lrs[55]["prompts"] == pytest.approx(0.5e-2) and lrs[99]["prompts"] < 1e-5
 
-    module.warmup_epochs = 0  # no warm-up: the cosine from the first step
+    module.scheduler_factory = functools.partial(warmup_cosine, warmup_epochs=0)  # the cosine from the first step
     module.trainer = SimpleNamespace(estimated_stepping_batches=10, max_epochs=10)
     config = module.configure_optimizers()
     for _ in range(5):

@@ -23,15 +23,15 @@ def test_benchmark_task_composes_spts_setting(task, pretrain):
     cfg = _compose(f"task={task}", f"pretrain={pretrain}", *(["pretrain.file=/w.pth"] if pretrain == "mocov3" else []))
     assert cfg.recipe.name == f"spt_{task.split('/')[0]}"
     assert (cfg.backbone.arch, cfg.backbone.img_size, cfg.pretrain.name) == ("vit_base_patch16_224", 224, pretrain)
-    assert (cfg.trainer.max_epochs, cfg.optim.warmup_epochs, cfg.data.batch_size) == (
+    assert (cfg.trainer.max_epochs, cfg.model.scheduler.warmup_epochs, cfg.data.batch_size) == (
         SPT.epochs, SPT.warmup_epochs, SPT.batch_size) == (100, 10, 32)
-    assert cfg.optim.optimizer.lr == SPT.by_pretrain.lr[pretrain] == {"mae": 5e-2}.get(pretrain, 1e-3)
-    assert cfg.optim.optimizer.weight_decay == 1e-2
-    assert cfg.optim.param_groups.head.weight_decay == SPT.by_pretrain.head_weight_decay[pretrain]
+    assert cfg.model.optimizer.lr == SPT.by_pretrain.lr[pretrain] == {"mae": 5e-2}.get(pretrain, 1e-3)
+    assert cfg.model.optimizer.weight_decay == 1e-2
+    assert cfg.model.param_groups.head.weight_decay == SPT.by_pretrain.head_weight_decay[pretrain]
     assert cfg.prompt.length == 20 and cfg.prompt.deep
     assert cfg.task.transform == ("vpt" if task.startswith("fgvc") else "resize")
     lrs = SPT.by_pretrain.lr_grid.get(pretrain, SPT.by_pretrain.lr_grid.other)
-    assert list(cfg.recipe.grid["optim.optimizer.lr"]) == list(lrs) and cfg.optim.optimizer.lr in lrs
+    assert list(cfg.recipe.grid["model.optimizer.lr"]) == list(lrs) and cfg.model.optimizer.lr in lrs
     check_config(cfg)
 
 
@@ -45,19 +45,19 @@ def test_the_default_pretrain_is_supervised_in21k_and_shallow_gets_100_prompts()
 def test_demo_tasks_keep_the_offline_demo(task):
     cfg = _compose(f"task={task}")
     assert cfg.recipe.name == "demo" and cfg.pretrain.source == "bundled"
-    assert (cfg.backbone.img_size, cfg.trainer.max_epochs, cfg.prompt.length, cfg.optim.optimizer.lr) == (112, 10, 10, 5e-3)
+    assert (cfg.backbone.img_size, cfg.trainer.max_epochs, cfg.prompt.length, cfg.model.optimizer.lr) == (112, 10, 10, 5e-3)
 
 
 def test_command_line_overrides_win_over_the_recipe():
-    cfg = _compose("task=fgvc/cub", "prompt.length=50", "trainer.max_epochs=3", "optim.optimizer.lr=0.2",
+    cfg = _compose("task=fgvc/cub", "prompt.length=50", "trainer.max_epochs=3", "model.optimizer.lr=0.2",
                    "pretrain=dino", "data.batch_size=8")
-    assert (cfg.prompt.length, cfg.trainer.max_epochs, cfg.optim.optimizer.lr, cfg.data.batch_size) == (50, 3, 0.2, 8)
-    assert cfg.pretrain.name == "dino" and cfg.optim.param_groups.head.weight_decay == 3.0  # `other`
+    assert (cfg.prompt.length, cfg.trainer.max_epochs, cfg.model.optimizer.lr, cfg.data.batch_size) == (50, 3, 0.2, 8)
+    assert cfg.pretrain.name == "dino" and cfg.model.param_groups.head.weight_decay == 3.0  # `other`
     assert _compose("task=fgvc/cub", "recipe=demo").backbone.arch == "vit_small_patch14_dinov2"
 
 
-@pytest.mark.parametrize("override, key", [("recipe.by_pretrain.lr.sup_in21k=abc", "optim.optimizer.lr"),
-                                           ("recipe.weight_decay=-1", "optim.optimizer.weight_decay"),
+@pytest.mark.parametrize("override, key", [("recipe.by_pretrain.lr.sup_in21k=abc", "model.optimizer.lr"),
+                                           ("recipe.weight_decay=-1", "model.optimizer.weight_decay"),
                                            ("recipe.epochs=0", "trainer.max_epochs")])
 def test_a_bad_recipe_value_names_the_key_and_the_recipe(tmp_path, override, key):
     """Refused by the constructor that takes the value, before any file is written or weights fetched."""

@@ -8,7 +8,7 @@ def _config(output_dir="/runs/a", data_dir="data", lr=0.01, **extra):
             "task": {"data_dir": f"{data_dir}/vtab-1k/dtd"},
             "callbacks": {"best": {"dirpath": f"{output_dir}/checkpoints",
                                    "_target_": "spt_lightning.data.Something"}},
-            "optim": {"optimizer": {"lr": lr}}, "logger": {"csv": {"save_dir": output_dir}}, **extra}
+            "model": {"optimizer": {"lr": lr}}, "logger": {"csv": {"save_dir": output_dir}}, **extra}
 
 
 def test_the_same_run_in_another_place_has_the_same_settings():
@@ -23,4 +23,4 @@ def test_one_changed_setting_is_another_run_and_is_named():
     assert digest(_config(lr=0.02)) != digest(_config())
     assert digest(_config(resume="auto", overwrite=True)) == digest(_config())  # neutral keys
     assert digest(_config(data={"num_workers": 2})) != digest(_config(data={"num_workers": 4}))  # a setting
-    assert differences(_config(), _config(lr=0.02)) == ["optim.optimizer.lr: 0.01 -> 0.02"]
+    assert differences(_config(), _config(lr=0.02)) == ["model.optimizer.lr: 0.01 -> 0.02"]

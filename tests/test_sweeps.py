@@ -141,19 +141,19 @@ def _stamps(root):
 def test_tune_chooses_at_the_last_epoch_runs_finals_and_reports_them(tmp_path, monkeypatch):
     from spt_lightning.tune import grid
 
-    assert grid(["task=x", "optim.optimizer.lr=1,2", "seed=0,1"])[1] == [
-        ["optim.optimizer.lr=1", "seed=0"], ["optim.optimizer.lr=1", "seed=1"],
-        ["optim.optimizer.lr=2", "seed=0"], ["optim.optimizer.lr=2", "seed=1"]]
+    assert grid(["task=x", "model.optimizer.lr=1,2", "seed=0,1"])[1] == [
+        ["model.optimizer.lr=1", "seed=0"], ["model.optimizer.lr=1", "seed=1"],
+        ["model.optimizer.lr=2", "seed=0"], ["model.optimizer.lr=2", "seed=1"]]
     monkeypatch.setenv("SPT_CACHE", str(tmp_path / "cache"))
-    (summary,) = _study(tmp_path, "optim.optimizer.lr=1e-6,5e-2", seeds=2).values()
+    (summary,) = _study(tmp_path, "model.optimizer.lr=1e-6,5e-2", seeds=2).values()
     grid_runs = {tuple(g["overrides"]): json.loads((Path(g["folder"]) / "results.json").read_text()) for g in summary["grid"]}
     scores = {k: r["selection"]["last_val_acc1"] for k, r in grid_runs.items()}
     assert summary["chosen_val_acc1_last"] == max(scores.values()) and scores[tuple(summary["chosen"])] == max(scores.values())
     assert all(r["protocol"] == "tune" and r["test"] == {} for r in grid_runs.values())  # never tested on test
     finals = [json.loads((Path(d) / "results.json").read_text()) for d in summary["final_dirs"]]
     assert [f["seed"] for f in finals] == [0, 1] and all(f["selection"]["epoch"] == 2 for f in finals)  # last epoch
-    assert all(f["config"]["optim"]["optimizer"]["lr"] == float(summary["chosen"][0].split("=")[1]) for f in finals)
-    assert all(f["config"]["tuned"] == ["optim.optimizer.lr"] for f in finals)
+    assert all(f["config"]["model"]["optimizer"]["lr"] == float(summary["chosen"][0].split("=")[1]) for f in finals)
+    assert all(f["config"]["tuned"] == ["model.optimizer.lr"] for f in finals)
     assert [f["test"]["acc1"] for f in finals] == summary["final_test_acc1"]
     # the report of the study: the final runs only, their seeds averaged into one row
     assert report_main([str(tmp_path / "study"), "--out", str(tmp_path / "report")]) == 0
@@ -163,11 +163,11 @@ def test_tune_chooses_at_the_last_epoch_runs_finals_and_reports_them(tmp_path, m
     assert "Beside the published" not in (tmp_path / "report" / "report.md").read_text()  # a tiny ViT: none published
     # the same command again: every finished run is read back, none trained again
     stamps = _stamps(tmp_path / "study")
-    (again,) = _study(tmp_path, "optim.optimizer.lr=1e-6,5e-2", seeds=2).values()
+    (again,) = _study(tmp_path, "model.optimizer.lr=1e-6,5e-2", seeds=2).values()
     assert again["final_test_acc1"] == summary["final_test_acc1"] and _stamps(tmp_path / "study") == stamps
     # the exported choices read back: the same final runs (same folders, so reused), no grid run
     rows = list(__import__("csv").DictReader((tmp_path / "study" / "hyperparameters.csv").open()))
-    assert rows == [{"task": "demo/synthetic", "optim.optimizer.lr": summary["chosen"][0].split("=")[1],
+    assert rows == [{"task": "demo/synthetic", "model.optimizer.lr": summary["chosen"][0].split("=")[1],
                      "val_acc1_last": str(summary["chosen_val_acc1_last"])}]
     from spt_lightning.tune import tune_final
 
@@ -185,27 +185,27 @@ def test_a_study_reuses_a_run_only_for_its_own_settings(tmp_path, monkeypatch):
     from spt_lightning.tune import TuneError
 
     monkeypatch.setenv("SPT_CACHE", str(tmp_path / "cache"))
-    (first,) = _study(tmp_path, "optim.optimizer.lr=0.02,0.001").values()
+    (first,) = _study(tmp_path, "model.optimizer.lr=0.02,0.001").values()
     stamps = _stamps(tmp_path / "study")
-    (second,) = _study(tmp_path, "optim.optimizer.lr=1e-6,5e-6").values()
-    assert second["chosen"][0] in ("optim.optimizer.lr=1e-06", "optim.optimizer.lr=5e-06")
+    (second,) = _study(tmp_path, "model.optimizer.lr=1e-6,5e-6").values()
+    assert second["chosen"][0] in ("model.optimizer.lr=1e-06", "model.optimizer.lr=5e-06")
     trained = {Path(g["folder"]) for g in second["grid"]} | {Path(d) for d in second["final_dirs"]}
     assert not trained & {p.parent for p in stamps}  # nothing of the first study was read as the second's
     for g in second["grid"]:
         run = json.loads((Path(g["folder"]) / "results.json").read_text())
-        assert run["config"]["optim"]["optimizer"]["lr"] == float(g["overrides"][0].split("=")[1])
+        assert run["config"]["model"]["optimizer"]["lr"] == float(g["overrides"][0].split("=")[1])
     assert _stamps(tmp_path / "study").items() >= stamps.items()  # the first study's runs are kept as they were
-    long = ["recipe.grid={optim.optimizer.lr: [0.02]}", *(f"prompt.dropout=0.0{i}" for i in range(1, 10))]
+    long = ["recipe.grid={model.optimizer.lr: [0.02]}", *(f"prompt.dropout=0.0{i}" for i in range(1, 10))]
     (a,) = _study(tmp_path, *long, "init.kmeans_iters=20").values()
     (b,) = _study(tmp_path, *long, "init.kmeans_iters=19").values()
     assert a["final_dirs"] != b["final_dirs"] and a["grid"][0]["folder"] != b["grid"][0]["folder"]
     # a finished run of other settings in a run's folder: refused, nothing run
     folder = Path(a["grid"][0]["folder"])
     stored = json.loads((folder / "results.json").read_text())
-    stored["config"]["optim"]["optimizer"]["lr"] = 0.5
+    stored["config"]["model"]["optimizer"]["lr"] = 0.5
     (folder / "results.json").write_text(json.dumps(stored))
     before = _stamps(tmp_path / "study")
-    with pytest.raises(TuneError, match=r"other settings \(optim.optimizer.lr: 0.5 -> 0.02\)"):
+    with pytest.raises(TuneError, match=r"other settings \(model.optimizer.lr: 0.5 -> 0.02\)"):
         _study(tmp_path, *long, "init.kmeans_iters=20")
     assert _stamps(tmp_path / "study") == before and digest(stored["config"]) not in str(folder)
 
@@ -214,7 +214,7 @@ def test_a_study_reuses_a_run_only_for_its_own_settings(tmp_path, monkeypatch):
 def test_study_on_the_joblib_launcher_and_resumed_on_the_basic_one(tmp_path):
     """Two tasks' grids as one batch of 2 side-by-side jobs; a deleted run is all that a rerun trains."""
     env = {"SPT_LOG_DIR": str(tmp_path / "logs"), "SPT_CACHE": str(tmp_path / "cache"), "WANDB_MODE": "offline"}
-    args = [*FAST, "task=demo/synthetic,demo/synthetic8", "optim.optimizer.lr=0.02,0.001", "data.num_workers=1",
+    args = [*FAST, "task=demo/synthetic,demo/synthetic8", "model.optimizer.lr=0.02,0.001", "data.num_workers=1",
             "--seeds", "1",
             "--out", str(tmp_path / "study")]
     run = lambda *extra: subprocess.run([sys.executable, "-m", "spt_lightning.tune", *args, *extra],  # noqa: E731
@@ -251,11 +251,11 @@ def test_tune_takes_the_recipes_grid_and_tunes_each_task(tmp_path, monkeypatch, 
     from spt_lightning.tune import tune_final
 
     monkeypatch.setenv("SPT_CACHE", str(tmp_path / "cache"))
-    fast = ["debug=fast", "recipe.grid={optim.optimizer.lr: [5e-2]}"]
+    fast = ["debug=fast", "recipe.grid={model.optimizer.lr: [5e-2]}"]
     summaries = tune_final([*fast, "task=demo/synthetic,demo/synthetic8"], root=tmp_path / "tf", seeds=1)
     assert list(summaries) == ["demo/synthetic", "demo/synthetic8"]
     for task, s in summaries.items():
-        assert [g["overrides"] for g in s["grid"]] == [["optim.optimizer.lr=0.05"]]
+        assert [g["overrides"] for g in s["grid"]] == [["model.optimizer.lr=0.05"]]
         final = json.loads((Path(s["final_dirs"][0]) / "results.json").read_text())
         assert final["task"] == task and final["protocol"] == "final"
         assert (tmp_path / "tf" / task.replace("/", "_") / "tune_final.json").is_file()
@@ -276,22 +276,22 @@ def test_vipamin_recipe_is_its_authors_joint_grid_and_needs_its_init(tmp_path):
     assert lrs == pytest.approx([base * 32 / 256 for base in (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)])
     with pytest.raises(TuneError, match="varies init.vipamin_k, init.vipamin_lambda, which prompt.init=kmeans does not"):
         tune_final(["task=vtab/dtd", "method=spt_shallow", "recipe=vipamin"], root=tmp_path / "s")
-    (tmp_path / "c.csv").write_text("task,optim.optimizer.lr\ndemo/synthetic8,0.01\n")
+    (tmp_path / "c.csv").write_text("task,model.optimizer.lr\ndemo/synthetic8,0.01\n")
     with pytest.raises(TuneError, match="has no row for demo/synthetic; nothing was run"):
         tune_final(["task=demo/synthetic"], root=tmp_path / "s", chosen=tmp_path / "c.csv")
-    assert read_choices(tmp_path / "c.csv")["demo/synthetic8"]["chosen"] == ["optim.optimizer.lr=0.01"]
+    assert read_choices(tmp_path / "c.csv")["demo/synthetic8"]["chosen"] == ["model.optimizer.lr=0.01"]
     assert not (tmp_path / "s").exists()
 
 
 def test_choice_reports_ties_and_an_optimum_on_the_grids_edge():
     from spt_lightning.tune import Job, choose
 
-    points = [[f"optim.optimizer.lr={lr}"] for lr in (1e-3, 5e-3, 2e-2)]
+    points = [[f"model.optimizer.lr={lr}"] for lr in (1e-3, 5e-3, 2e-2)]
     jobs = [Job(p, {}, Path(f"/g{i}"), f"g{i}", {"status": "ok", "selection": {"last_val_acc1": last, "val_acc1": best}})
             for i, (p, last, best) in enumerate(zip(points, (0.5, 0.9, 0.9), (0.6, 0.91, 0.95)))]
     c = choose(points, jobs)
-    assert c["chosen"] == ["optim.optimizer.lr=0.02"] and c["ties"] == points[1:]  # tie broken by the best epoch
-    assert c["edge"] == ["optim.optimizer.lr=0.02 is the largest value of optim.optimizer.lr in the grid: the optimum "
+    assert c["chosen"] == ["model.optimizer.lr=0.02"] and c["ties"] == points[1:]  # tie broken by the best epoch
+    assert c["edge"] == ["model.optimizer.lr=0.02 is the largest value of model.optimizer.lr in the grid: the optimum "
                          "may lie beyond it"]
     jobs[1].result["selection"]["last_val_acc1"] = 0.95
     c = choose(points, jobs)
@@ -302,10 +302,10 @@ def test_tune_grid_takes_hydra_sweeps_and_refuses_a_bad_axis_before_any_run(tmp_
     from spt_lightning.config import ConfigError
     from spt_lightning.tune import grid, tune_final
 
-    fixed, points = grid(["task=x", "seed=range(0,2)", "optim.optimizer.lr=choice(1e-3,5e-3)"])
-    assert fixed == ["task=x"] and len(points) == 4 and ["seed=1", "optim.optimizer.lr=0.005"] in points
-    with pytest.raises(ConfigError, match="optim.optimizer.lr"):
-        tune_final([*FAST, "optim.optimizer.lrr=1e-3,5e-3"], root=tmp_path / "tf")
+    fixed, points = grid(["task=x", "seed=range(0,2)", "model.optimizer.lr=choice(1e-3,5e-3)"])
+    assert fixed == ["task=x"] and len(points) == 4 and ["seed=1", "model.optimizer.lr=0.005"] in points
+    with pytest.raises(ConfigError, match="model.optimizer.lr"):
+        tune_final([*FAST, "model.optimizer.lrr=1e-3,5e-3"], root=tmp_path / "tf")
     assert not (tmp_path / "tf").exists()
 
 
@@ -453,11 +453,11 @@ def test_report_of_a_study_reads_each_tasks_chosen_values_as_a_choice(tmp_path):
     """Final runs whose lr was chosen per task form one setting (group means and all) when they say
     ``tuned``; without it each lr would be a setting of its own."""
     vtab = [t for ts in VTAB.values() for t in ts]
-    for tuned in (["optim.optimizer.lr"], []):
+    for tuned in (["model.optimizer.lr"], []):
         runs = []
         for i, task in enumerate(vtab):
             run = _fake(task, 0.5 + 0.01 * i, 0)
-            run["config"] = {"tuned": tuned, "optim": {"optimizer": {"lr": [1e-3, 5e-3][i % 2]}},
+            run["config"] = {"tuned": tuned, "model": {"optimizer": {"lr": [1e-3, 5e-3][i % 2]}},
                              "data": {"protocol": "final"}}
             runs.append(run)
         entries = aggregate(runs)

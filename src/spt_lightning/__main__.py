@@ -10,7 +10,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from .config import check_overrides
+from .config import check_overrides, renamed
 from .errors import SptError
 from .runs import RunFolderError
 
@@ -103,6 +103,7 @@ def main() -> None:
     if "--help" in sys.argv[1:] or "-h" in sys.argv[1:]:
         print(usage())
         return
+    sys.argv[1:] = renamed(sys.argv[1:])
     try:
         check_overrides(get_args_parser().parse_known_args(sys.argv[1:])[0].overrides)
     except SptError as error:

@@ -2,7 +2,7 @@
 and trainer. ``train`` tells the story; this module knows which key goes where.
 
 Every group that mirrors an object is its ``_target_`` node (``data``, ``backbone``, ``pretrain``,
-``optim``, ``callbacks``, ``logger``); what another group decides is passed in here. Each constructor
+``model``, ``callbacks``, ``logger``); what another group decides is passed in here. Each constructor
 checks its own settings, and none of them writes a file or fetches weights, so a bad value stops a run
 before any work.
 """
@@ -79,8 +79,8 @@ def build_datamodule(cfg: DictConfig, pretrain: Pretrain) -> TaskDataModule:
 
 
 def build_module(cfg: DictConfig, model: PromptedViT, method: Method) -> PromptTuningModule:
-    """``cfg.optim`` (the module's optimisation keys) with the model and what other groups decide."""
-    return build(cfg.optim, _convert_="all")(model, num_classes=cfg.task.num_classes,
+    """``cfg.model`` (the LightningModule: optimizer, schedule, parameter groups) with the model and what other groups decide."""
+    return build(cfg.model, _convert_="all")(model, num_classes=cfg.task.num_classes,
                                              finetune_backbone=method.trains_backbone,
                                              attention=cfg.attention, compile=cfg.compile)
 

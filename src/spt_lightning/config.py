@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import difflib
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -11,6 +13,8 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from .errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 
 def _from_recipe(cfg: DictConfig, key: str) -> str:
@@ -43,6 +47,23 @@ def _missing(node: dict, prefix: str = "") -> Iterator[str]:
             yield f"{prefix}{key}"
         elif isinstance(value, dict):
             yield from _missing(value, f"{prefix}{key}.")
+
+
+# Keys renamed since earlier versions: an old key on the command line still works, with one line saying so.
+RENAMED = {"optim.warmup_epochs": "model.scheduler.warmup_epochs", "optim.": "model.", "init.strategy": "prompt.init"}
+
+
+def renamed(overrides: list[str]) -> list[str]:
+    """``overrides`` with renamed keys (:data:`RENAMED`) under their new names, each change logged once."""
+    out = []
+    for override in overrides:
+        old = next((o for o in RENAMED if override.startswith(o) and (o.endswith(".") or override[len(o):][:1] == "=")), None)
+        if old is not None:
+            new = RENAMED[old] + override[len(old):]
+            log.warning("%s is deprecated: read as %s (the key is now %s)", override, new, RENAMED[old].rstrip("."))
+            override = new
+        out.append(override)
+    return out
 
 
 def compose_train(overrides: list[str], hydra: bool = False) -> DictConfig:

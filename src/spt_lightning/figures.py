@@ -133,7 +133,7 @@ def grid_figures(dirs: list[Path], out: Path) -> list[Path]:
         rows = []
         for point in summary["grid"]:
             values = dict(o.split("=", 1) for o in point["overrides"])
-            lr = values.pop("optim.optimizer.lr", None)
+            lr = values.pop("model.optimizer.lr", None)
             if lr is None or point["val_acc1_last"] is None:
                 continue
             rows.append({"lr": float(lr), "other": " ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in values.items()),

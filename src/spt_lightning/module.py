@@ -14,12 +14,12 @@ import torch
 import torch.nn.functional as F
 from timm.optim import param_groups_weight_decay
 from torch import nn
-from torch.optim.lr_scheduler import CosineAnnealingLR, LinearLR, SequentialLR
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
 from .errors import SptError, check_number
 from .models import PromptedViT
+from .schedules import warmup_cosine
 
 
 DIVERGED = 10  # see on_train_epoch_end
@@ -55,7 +55,9 @@ class PromptTuningModule(L.LightningModule):
         optimizer: A partial optimizer (``torch.optim.AdamW``) completed with the parameter groups.
         param_groups: Per group (``prompts``, ``head``, ``backbone``) overrides such as
             ``{"weight_decay": 0.0, "lr_scale": 1.0}``. Biases and norm weights never get weight decay.
-        warmup_epochs: Linear warm-up length; the schedule is stepped every optimizer step.
+        scheduler: A partial lr schedule completed with the optimizer, ``total_steps`` and ``max_epochs``
+            (default: :func:`~spt_lightning.schedules.warmup_cosine`, one epoch of warm-up); stepped every
+            optimizer step.
         finetune_backbone: Train every parameter (``method=full``) instead of prompts + head.
         attention: ``auto`` (eager on CPUs, fused on GPUs), ``fused`` or ``eager``; chosen again in
             ``setup``, once the device is known.
@@ -69,7 +71,7 @@ class PromptTuningModule(L.LightningModule):
         num_classes: int,
         optimizer: Callable[..., torch.optim.Optimizer],
         param_groups: dict[str, dict[str, float]] | None = None,
-        warmup_epochs: float = 1.0,
+        scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] = warmup_cosine,
         finetune_backbone: bool = False,
         attention: str = "auto",
         compile: bool = False,
@@ -77,21 +79,22 @@ class PromptTuningModule(L.LightningModule):
         super().__init__()
         options = getattr(optimizer, "keywords", {})  # a partial optimizer: its lr and weight decay
         if "lr" in options:
-            check_number("optim.optimizer.lr", options["lr"], 0, low_open=True)
+            check_number("model.optimizer.lr", options["lr"], 0, low_open=True)
         if "weight_decay" in options:
-            check_number("optim.optimizer.weight_decay", options["weight_decay"], 0)
+            check_number("model.optimizer.weight_decay", options["weight_decay"], 0)
         for group, opts in (param_groups or {}).items():
             for option in ("lr_scale", "weight_decay"):
                 if (opts or {}).get(option) is not None:
-                    check_number(f"optim.param_groups.{group}.{option}", opts[option], 0)
-        check_number("optim.warmup_epochs", warmup_epochs, 0)
+                    check_number(f"model.param_groups.{group}.{option}", opts[option], 0)
+        if "warmup_epochs" in getattr(scheduler, "keywords", {}):
+            check_number("model.scheduler.warmup_epochs", scheduler.keywords["warmup_epochs"], 0)
         model.set_attention(attention)
         self.model = model
         if not finetune_backbone:
             model.freeze_backbone()
         self.optimizer_factory = optimizer
         self.group_options = dict(param_groups or {})
-        self.warmup_epochs = warmup_epochs
+        self.scheduler_factory = scheduler
         self.finetune_backbone = finetune_backbone
         self.attention = attention
         self.compile_model = compile
@@ -163,15 +166,11 @@ class PromptTuningModule(L.LightningModule):
         return groups
 
     def configure_optimizers(self) -> dict[str, Any]:
-        """AdamW (or the configured optimizer) over :meth:`param_groups`; per step: a linear warm-up from
-        ``lr / warmup`` to ``lr`` over the warm-up steps, then a half cosine to 0 at the last step."""
+        """AdamW (or the configured optimizer) over :meth:`param_groups`, and the configured schedule
+        (by default a linear warm-up, then a half cosine to 0 at the last step), stepped every step."""
         optimizer = self.optimizer_factory(self.param_groups())
-        total = self.trainer.estimated_stepping_batches
-        warmup = round(self.warmup_epochs * total / max(1, self.trainer.max_epochs or 1))
-        schedule = CosineAnnealingLR(optimizer, T_max=max(1, total - warmup))
-        if warmup:
-            ramp = LinearLR(optimizer, start_factor=1 / warmup, end_factor=1.0, total_iters=warmup - 1)
-            schedule = SequentialLR(optimizer, [ramp, schedule], milestones=[warmup])
+        schedule = self.scheduler_factory(optimizer, total_steps=self.trainer.estimated_stepping_batches,
+                                          max_epochs=self.trainer.max_epochs or 1)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
     # ---- steps ---------------------------------------------------------------------------
@@ -200,7 +199,7 @@ class PromptTuningModule(L.LightningModule):
     def _diverged(self, what: str) -> None:
         lrs = sorted({f"{g['lr']:.3g}" for g in self.optimizers().param_groups})
         raise TrainingError(f"{what} (epoch {self.current_epoch}, learning rate {', '.join(lrs)}): training diverged. "
-                            f"Lower optim.optimizer.lr (now {self.optimizer_factory.keywords.get('lr')}) or check "
+                            f"Lower model.optimizer.lr (now {self.optimizer_factory.keywords.get('lr')}) or check "
                             f"the data.")
 
     def _eval_step(self, split: str, batch) -> torch.Tensor | None:

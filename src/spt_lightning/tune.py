@@ -3,7 +3,7 @@ the best point retrained on ``final`` with several seeds, each tested once at it
 
     python -m spt_lightning.tune task=vtab/dtd method=spt_deep                   # the recipe's grid, 3 seeds
     python -m spt_lightning.tune experiment=paper/vtab pretrain=mae --seeds 5    # every task of the experiment
-    python -m spt_lightning.tune task=fgvc/cub optim.optimizer.lr=1e-3,5e-3      # a grid of your own
+    python -m spt_lightning.tune task=fgvc/cub model.optimizer.lr=1e-3,5e-3      # a grid of your own
     python -m spt_lightning.tune experiment=paper/vtab hydra/launcher=joblib hydra.launcher.n_jobs=2
     python -m spt_lightning.tune experiment=paper/vtab hydra/launcher=submitit_slurm \\
         hydra.launcher.partition=gpu hydra.launcher.gpus_per_node=1 hydra.launcher.timeout_min=600
@@ -45,7 +45,7 @@ from typing import Any
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from .config import check_overrides, compose_train
+from .config import check_overrides, compose_train, renamed
 from .errors import SptError
 from .files import write_atomically
 from .launch import hydra_launcher, launcher_overrides
@@ -105,7 +105,7 @@ def _slug(text: str, length: int) -> str:
 
 
 def _label(point: list[str]) -> str:
-    """``optim.optimizer.lr=0.001 optim.optimizer.weight_decay=0.01`` → ``lr0.001_weight_decay0.01``."""
+    """``model.optimizer.lr=0.001 model.optimizer.weight_decay=0.01`` → ``lr0.001_weight_decay0.01``."""
     return "_".join(f"{key.rsplit('.', 1)[-1]}{value}" for key, value in (o.split("=", 1) for o in point))
 
 
@@ -326,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.seeds < 1:
         parser.error("--seeds must be >= 1")
     try:
-        tune_final(overrides, args.out, args.seeds, args.chosen)
+        tune_final(renamed(overrides), args.out, args.seeds, args.chosen)
     except SptError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
