@@ -21,7 +21,7 @@ from PIL import Image
 
 from spt_lightning.config import check_overrides, compose_train
 from spt_lightning.errors import SptError
-from spt_lightning.results import record_outcome
+from spt_lightning.record import record_outcome
 from spt_lightning.runs import RunFolderError
 from spt_lightning.train import train
 

@@ -39,7 +39,7 @@ def _quiet_worker_deaths(unraisable) -> None:
 def run(cfg: DictConfig) -> float | None:
     # Imported here, not above: --help, --cfg and a refused command line start without torch and Lightning.
     from .progress import quiet_console
-    from .results import exit_code, interrupted, record_outcome
+    from .record import exit_code, interrupted, record_outcome
     from .train import train
 
     quiet_console()

@@ -10,6 +10,10 @@ class SptError(Exception):
     """Bad input (a config value, a file, a folder, a checkpoint); the message names it and how to fix it."""
 
 
+class RunFolderError(SptError):
+    """The run folder holds a run that this command must not touch, or the run to resume is not there."""
+
+
 class ConfigError(SptError, ValueError):
     """A config value is out of its valid range; the message names the ``key`` and how to fix it."""
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from .errors import SptError
 from .published import AUTHORS_FORM, SOURCES, convention, published, standing
-from .runs import read_results
+from .results import RESULTS, read_results
 from .settings import INIT_KEYS, settings
 
 GROUP_TITLES = {"fgvc": "FGVC", "vtab_natural": "VTAB Natural", "vtab_specialized": "VTAB Specialized",
@@ -69,7 +69,7 @@ def setting_of(run: dict[str, Any]) -> tuple:
 def load_runs(dirs: list[Path]) -> list[dict[str, Any]]:
     runs = []
     for d in dirs:
-        for path in sorted(Path(d).rglob("results.json")):
+        for path in sorted(Path(d).rglob(RESULTS)):
             run = read_results(path)
             run["path"] = str(path.parent)
             runs.append(run)

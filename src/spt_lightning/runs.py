@@ -8,35 +8,20 @@ one too, with ``overwrite=true``: training for more epochs).
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
-from .errors import ConfigError, SptError
+from .errors import ConfigError, RunFolderError
+from .results import RESULTS, read_results
 from .settings import differences, neutral
 
 RESUME_MODES = ("auto", "never")
 LAST = Path("checkpoints") / "last.ckpt"
 # What a run writes into its folder (Hydra's own log file aside, which only ever grows).
-ARTEFACTS = ("results.json", "checkpoints", "csv", "tensorboard", "wandb", ".hydra", "hpc_ckpt_*.ckpt")
-
-
-class RunFolderError(SptError):
-    """The run folder holds a run that this command must not touch, or the run to resume is not there."""
-
-
-def read_results(path: Path) -> dict[str, Any]:
-    """A ``results.json``; a file that is not one is an error naming it."""
-    try:
-        results = json.loads(Path(path).read_text())
-    except (OSError, ValueError) as err:
-        raise RunFolderError(f"{path} is not a readable results file ({err}); delete it or move it away") from err
-    if not isinstance(results, dict) or "status" not in results:
-        raise RunFolderError(f"{path} is not a results file of spt_lightning (no 'status'); delete it or move it away")
-    return results
+ARTEFACTS = (RESULTS, "checkpoints", "csv", "tensorboard", "wandb", ".hydra", "hpc_ckpt_*.ckpt")
 
 
 def run_folder(resume: str, default: str) -> str:
@@ -132,7 +117,7 @@ def resume_point(output_dir: Path, resume: str, overwrite: bool) -> tuple[Path |
                                  f"checkpoints/last.ckpt, or one of its .ckpt files.")
     else:
         ckpt = latest_checkpoint(output_dir) if resume == "auto" else None
-    results_file = output_dir / "results.json"
+    results_file = output_dir / RESULTS
     status = read_results(results_file)["status"] if results_file.is_file() else None
     if overwrite and resume in RESUME_MODES:  # start afresh
         return None, True

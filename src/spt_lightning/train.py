@@ -18,7 +18,8 @@ from .config import check_config, naming_the_recipe
 from .data.tasks import infer_num_classes
 from .loggers import continue_wandb_run, finish, summarise
 from .precision import resolve_precision
-from .results import collect, format_summary, selected_epoch, write_results
+from .record import collect, selected_epoch
+from .results import format_summary, write_results
 from .runs import RESUME_MODES, check_same_settings, clear, own_settings, resume_point, run_folder
 
 log = logging.getLogger(__name__)

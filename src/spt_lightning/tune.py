@@ -49,7 +49,7 @@ from .config import check_overrides, compose_train, renamed
 from .errors import SptError
 from .files import write_atomically
 from .launch import hydra_launcher, launcher_overrides
-from .runs import read_results
+from .results import RESULTS, read_results
 from .settings import differences, digest
 
 
@@ -137,7 +137,7 @@ def plan(overrides: list[str], root: Path, where: str, label: str) -> Job:
 def finished(job: Job, overwrite: bool) -> dict[str, Any] | None:
     """The job's results when a finished run of exactly its settings is in its folder; a finished run of
     other settings there is refused."""
-    path = job.folder / "results.json"
+    path = job.folder / RESULTS
     if overwrite or not path.is_file():
         return None
     done = read_results(path)
@@ -159,7 +159,7 @@ def run_phase(launch, jobs: list[Job], overwrite: bool, phase: str) -> None:
           flush=True)
     launch([job.command for job in todo])
     for job in todo:
-        path = job.folder / "results.json"
+        path = job.folder / RESULTS
         job.result = read_results(path) if path.is_file() else {"status": "missing", "error": "no results.json"}
 
 

@@ -1,0 +1,151 @@
+"""What a run records when it ends: its results collected from the trainer and module, or, when it
+failed or was interrupted, the error (written through ``results``)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+from omegaconf import DictConfig, OmegaConf
+
+from . import __version__
+from .errors import RunFolderError
+from .results import RESULTS, finished, write_results
+
+
+def collect(cfg: DictConfig, trainer: L.Trainer, module, datamodule, selection: dict[str, Any],
+            test_metrics: list[dict], seconds: dict[str, float], precision: tuple[str, str],
+            resumed_from: Path | None) -> dict[str, Any]:
+    """The results of a finished run (``seconds``: fit, test, total)."""
+    from .data.provenance import provenance
+
+    init = init_stats(trainer)
+    return {
+        "status": "ok",
+        "task": cfg.task.name,
+        "group": cfg.task.get("group"),
+        "protocol": datamodule.protocol,
+        "splits": provenance(datamodule.task, datamodule.fraction),
+        "method": cfg.method.name,
+        "prompt_length": module.model.prompt_length,
+        "prompt_deep": bool(cfg.prompt.deep),
+        "prompt_init": cfg.prompt.init if module.model.prompt_length else None,
+        "backbone": cfg.backbone.arch,
+        "img_size": cfg.backbone.img_size,
+        "pretrain": cfg.pretrain.name,
+        "precision": {"used": precision[0], "why": precision[1]},
+        "seed": cfg.get("seed"),
+        "parameters": module.parameter_counts(),
+        "selection": selection,
+        "test": {k.split("/", 1)[1]: v for k, v in (test_metrics[0] if test_metrics else {}).items()},
+        "test_correct": module.test_correct if test_metrics else None,
+        "init": init,
+        # prompt init runs inside fit: training time is fit without it
+        "timings": {"init": init.get("time", 0.0), "train": seconds["fit"] - init.get("time", 0.0),
+                    "test": seconds["test"], "total": seconds["total"]},
+        "wandb": wandb_mode(trainer.loggers),
+        "resumed_from": None if resumed_from is None else str(resumed_from),
+        "output_dir": str(Path(cfg.paths.output_dir)),
+        "config": OmegaConf.to_container(cfg, resolve=True),
+        "versions": versions(),
+    }
+
+
+def selected_epoch(trainer: L.Trainer) -> dict[str, Any]:
+    """The epoch chosen on validation, with its checkpoint path (``None`` if checkpointing is off)."""
+    epochs = trainer.max_epochs
+    last = _float(trainer.callback_metrics.get("val/acc1"))  # the last epoch's: how `tune` scores a grid point
+    ckpt = next((cb for cb in trainer.checkpoint_callbacks if cb.monitor == "val/acc1"), None)
+    if ckpt is None or not ckpt.best_model_path:
+        return {"epoch": trainer.current_epoch, "epochs": epochs, "val_acc1": last, "last_val_acc1": last, "path": None}
+    epoch = torch.load(ckpt.best_model_path, map_location="cpu", weights_only=False)["epoch"]
+    return {"epoch": epoch + 1, "epochs": epochs, "val_acc1": _float(ckpt.best_model_score), "last_val_acc1": last,
+            "path": ckpt.best_model_path}
+
+
+def wandb_mode(loggers: list) -> str | None:
+    """``online`` / ``offline`` for a run logging to W&B (as decided by loggers.with_wandb_mode or
+    WANDB_MODE), ``None`` without W&B."""
+    for logger in loggers:
+        if type(logger).__name__ == "WandbLogger":
+            offline = logger._offline or os.environ.get("WANDB_MODE") in ("offline", "dryrun", "disabled")
+            return "offline" if offline else "online"
+    return None
+
+
+def init_stats(trainer: L.Trainer) -> dict[str, Any]:
+    from .prototypes import PrototypeInit
+
+    return next((cb.stats for cb in trainer.callbacks if isinstance(cb, PrototypeInit)), {})
+
+
+def _float(x: Any) -> float | None:
+    return None if x is None else float(x)
+
+
+def versions() -> dict[str, str]:
+    """Code and library versions for results.json (the git commit when run from a checkout)."""
+    import importlib.metadata as md
+
+    out = {"spt_lightning": __version__}
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).parent)
+        if sha.returncode == 0:
+            out["git"] = sha.stdout.strip()
+    except OSError:
+        pass
+    for name in ("torch", "lightning", "timm", "hydra-core", "torchmetrics", "faiss-gpu", "faiss-cpu", "wandb"):
+        try:
+            out[name] = md.version(name)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+def interrupted(error: BaseException) -> bool:
+    """SIGTERM (a scheduler's stop), Ctrl-C (Lightning turns it into ``SystemExit(1)``)."""
+    return isinstance(error, (SystemExit, KeyboardInterrupt))
+
+
+def exit_code(error: BaseException) -> int:
+    """The shell's convention for a run stopped by a signal (128 + its number), 1 for a failure."""
+    if isinstance(error, SIGTERMException):
+        return 143
+    return 130 if interrupted(error) else 1
+
+
+def record_outcome(cfg: DictConfig, error: BaseException) -> Path | None:
+    """results.json with status ``failed`` or ``interrupted`` and the error, so that reports show the run;
+    returns its path. Never written for a refused folder, nor over a finished run's results.
+    """
+    output_dir = Path(cfg.paths.output_dir)
+    if isinstance(error, RunFolderError) or finished(output_dir / RESULTS):
+        return None
+    write_results(output_dir, {
+        "status": "interrupted" if interrupted(error) else "failed",
+        "error": f"{type(error).__name__}: {error}",
+        "task": cfg.task.name,
+        "group": cfg.task.get("group"),
+        "method": cfg.method.name,
+        "pretrain": cfg.pretrain.name,
+        "prompt_length": cfg.prompt.length or 0,
+        "seed": cfg.get("seed"),
+        "output_dir": str(output_dir),
+        "config": _resolved(cfg),
+        "versions": versions(),
+    })
+    return output_dir / RESULTS
+
+def _resolved(cfg: DictConfig) -> dict[str, Any]:
+    """The config with its values (a failed run shows the lr it ran with); as written where a value cannot
+    be resolved (the failure may be that value)."""
+    try:
+        return OmegaConf.to_container(cfg, resolve=True)
+    except Exception:  # noqa: BLE001 - any resolver error: keep the interpolations
+        return OmegaConf.to_container(cfg, resolve=False)
