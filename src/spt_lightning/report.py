@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import json
 import statistics
 import sys
@@ -26,29 +27,25 @@ GROUP_TITLES = {"fgvc": "FGVC", "vtab_natural": "VTAB Natural", "vtab_specialize
                 "vtab_structured": "VTAB Structured"}
 
 
+@functools.cache
 def catalogue() -> dict[str, list[str]]:
-    """Each benchmark group's tasks: the ``group`` of each task config (conf/task), in the order of the
-    ready sweeps that list them (experiment/fgvc_all, vtab_all: the papers' order)."""
+    """Each benchmark group's tasks: the ``group`` of each task as Hydra composes it, in the order of the
+    ready sweeps that list them (experiment/fgvc_all, vtab_all: the papers' order). Composed on first use."""
     from importlib.resources import files
 
     from omegaconf import OmegaConf
 
-    conf = files("spt_lightning.conf")
+    from .config import compose_train
+
     groups: dict[str, list[str]] = defaultdict(list)
     for sweep in ("fgvc_all", "vtab_all"):
-        with (conf / "experiment" / f"{sweep}.yaml").open() as f:
+        with (files("spt_lightning.conf") / "experiment" / f"{sweep}.yaml").open() as f:
             tasks = str(OmegaConf.load(f).hydra.sweeper.params.task).split(",")
         for task in tasks:
-            family, name = task.split("/")
-            with (conf / "task" / family / f"{name}.yaml").open() as f, \
-                    (conf / "task" / family / "_base.yaml").open() as base:
-                groups[OmegaConf.merge(OmegaConf.load(base), OmegaConf.load(f)).group].append(task)
+            groups[compose_train([f"task={task}"]).task.group].append(task)
     return dict(groups)
 
 
-GROUPS = catalogue()
-FGVC = GROUPS["fgvc"]
-VTAB = {GROUP_TITLES[g].removeprefix("VTAB "): tasks for g, tasks in GROUPS.items() if g.startswith("vtab_")}
 SETTING = ("method", "pretrain", "backbone", "prompt_length")
 # Beside the keys that never change a result (settings.NEUTRAL), what does not make a run another setting:
 # its seed (runs that differ only in it are averaged), its task (a column), and the keys that `tune` chose
@@ -109,7 +106,7 @@ def aggregate(runs: list[dict[str, Any]]) -> dict[tuple, dict[str, Any]]:
         for task, group in entry["group_of"].items():
             members[group].append(task)
         # a group's mean needs every task of the group (as many as the catalogue has)
-        entry["groups"] = {title: _mean([per_task[t] for t in members[g]]) if len(members[g]) == len(GROUPS[g])
+        entry["groups"] = {title: _mean([per_task[t] for t in members[g]]) if len(members[g]) == len(catalogue()[g])
                            else None for g, title in GROUP_TITLES.items()}
         vtab = [g for g in GROUP_TITLES if g.startswith("vtab_")]
         complete = all(entry["groups"][GROUP_TITLES[g]] is not None for g in vtab)
@@ -214,7 +211,7 @@ def published_for(key: tuple, entry: dict[str, Any]) -> dict[str, tuple[float, s
         return {}  # another form than the one its authors published (e.g. VIPAMIN's orthogonal part rescaled)
     numbers = published(*key[:3], init="" if None in (own, init) or init == own else init)  # own None: no prompts
     for group, title in GROUP_TITLES.items():
-        tasks = GROUPS.get(group, [])
+        tasks = catalogue().get(group, [])
         if title not in numbers and tasks and all(t in numbers for t in tasks):
             numbers[title] = (round(_mean([numbers[t][0] for t in tasks]), 2), "computed")
     return numbers
@@ -254,7 +251,7 @@ def _cell(values: list[float]) -> str:
 
 def _task_order(settings) -> list[str]:
     seen = {t for e in settings.values() for t in e["tasks"]}
-    known = [t for tasks in GROUPS.values() for t in tasks]
+    known = [t for tasks in catalogue().values() for t in tasks]
     return [t for t in known if t in seen] + sorted(seen - set(known))
 
 
@@ -343,8 +340,8 @@ def analysis_figures(runs: list[dict[str, Any]], out: Path) -> list[Path]:
 
 def published_table() -> str:
     """Every shipped published number, method × pretrain on the report's columns (docs/published.md)."""
-    columns = {GROUP_TITLES[g]: tasks for g, tasks in GROUPS.items()}
-    columns["VTAB mean of 19 tasks"] = [t for g, tasks in GROUPS.items() if g.startswith("vtab_") for t in tasks]
+    columns = {GROUP_TITLES[g]: tasks for g, tasks in catalogue().items()}
+    columns["VTAB mean of 19 tasks"] = [t for g, tasks in catalogue().items() if g.startswith("vtab_") for t in tasks]
     return standing(columns)
 
 
