@@ -9,6 +9,7 @@ one too, with ``overwrite=true``: training for more epochs).
 from __future__ import annotations
 
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -135,6 +136,34 @@ def resume_point(output_dir: Path, resume: str, overwrite: bool) -> tuple[Path |
     if ckpt is not None:
         _check_checkpoint(ckpt)
     return ckpt, ckpt is None and any(any(output_dir.glob(name)) for name in ARTEFACTS)
+
+
+@dataclass
+class RunFolder:
+    """A run's folder: whether this run may write into it (:meth:`inspect`, reads only) and its first
+    write (:meth:`claim`: an earlier attempt's files cleared, the config saved)."""
+
+    path: Path
+    checkpoint: Path | None = None  # what the run continues from (None: a fresh start), once inspected
+    stale: bool = False             # an earlier attempt's files to clear at the claim
+
+    def inspect(self, cfg: DictConfig) -> RunFolder:
+        """Refuse (raise) a folder this run must not write into, before anything is written; a run
+        continued in place must have the settings it was started with."""
+        self.checkpoint, self.stale = resume_point(self.path, cfg.resume, cfg.overwrite)
+        if self.checkpoint is not None and cfg.resume == "auto":
+            check_same_settings(cfg, self.path)
+        return self
+
+    def claim(self, cfg: DictConfig) -> None:
+        """The run's first write (rank 0; other DDP ranks start once it has claimed the folder)."""
+        from lightning.pytorch.utilities import rank_zero_only
+
+        if rank_zero_only.rank == 0:
+            if self.stale:
+                clear(self.path)
+            (self.path / SAVED_CONFIG).parent.mkdir(parents=True, exist_ok=True)
+            OmegaConf.save(cfg, self.path / SAVED_CONFIG)
 
 
 def latest_checkpoint(output_dir: Path) -> Path | None:

@@ -10,7 +10,6 @@ from typing import Any
 
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
-from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from .build import build_run
@@ -20,22 +19,12 @@ from .loggers import continue_wandb_run, finish, summarise
 from .precision import resolve_precision
 from .record import collect, selected_epoch
 from .results import format_summary, write_results
-from .runs import RESUME_MODES, check_same_settings, clear, own_settings, resume_point, run_folder
+from .runs import RESUME_MODES, RunFolder, own_settings, run_folder
 
 log = logging.getLogger(__name__)
 
 # NOTE: the frozen backbone is in eval mode on purpose (PromptedViT.train pins it there).
 warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training.*")
-
-
-def claim_run_folder(cfg: DictConfig, stale: bool) -> None:
-    """The run's first write: clear an earlier attempt's files (``stale``) and save the config."""
-    output_dir = Path(cfg.paths.output_dir)
-    if rank_zero_only.rank == 0:  # other DDP ranks start once rank 0 has claimed the folder
-        if stale:
-            clear(output_dir)
-        (output_dir / ".hydra").mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(cfg, output_dir / ".hydra" / "config.yaml")
 
 
 def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]:
@@ -53,9 +42,8 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
         cfg.paths.output_dir = run_folder(cfg.resume, cfg.paths.output_dir)
         if cfg.task.num_classes is None:  # task=folder: count the class folders
             cfg.task.num_classes = infer_num_classes(OmegaConf.to_container(cfg.task, resolve=True))
-    ckpt_path, stale = resume_point(Path(cfg.paths.output_dir), cfg.resume, cfg.overwrite)
-    if ckpt_path is not None and cfg.resume == "auto":  # continued in place: only with its own settings
-        check_same_settings(cfg, Path(cfg.paths.output_dir))
+    folder = RunFolder(Path(cfg.paths.output_dir)).inspect(cfg)
+    ckpt_path = folder.checkpoint
     if ckpt_path is not None:
         continue_wandb_run(cfg, Path(cfg.paths.output_dir))
     precision = resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator)
@@ -70,7 +58,7 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
     datamodule, module, trainer = run.datamodule, run.module, run.trainer
     datamodule.setup("fit")
     run.load_weights()
-    claim_run_folder(cfg, stale)
+    folder.claim(cfg)
     if ckpt_path is not None:
         log.info("Continuing the run in %s from %s", cfg.paths.output_dir, ckpt_path)
     log.info("Precision %s (%s)", *precision)
