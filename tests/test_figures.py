@@ -29,6 +29,21 @@ def _settings(tmp_path):
     return runs, settings, varying(settings)
 
 
+def test_another_method_is_paired_with_spt_deep_of_the_same_recipe(tmp_path):
+    from spt_lightning.report import kmeans_reference, paired_vs_kmeans
+
+    for seed, (spt, lora) in enumerate([(0.8, 0.7), (0.82, 0.71), (0.81, 0.75)]):
+        _run(tmp_path, f"spt{seed}", acc=spt, seed=seed)
+        _run(tmp_path, f"lora{seed}", acc=lora, seed=seed, method="lora", init="kmeans", length=0)
+        _run(tmp_path, f"lora_lr{seed}", acc=lora, seed=seed, method="lora", init="kmeans", length=0, lr=0.1)
+    _, settings, _ = _settings(tmp_path)
+    by_method = {(k[0], json.loads(dict(k[-1])["model.optimizer.lr"])): k for k in settings}
+    spt, lora, other_lr = by_method["spt_deep", 0.01], by_method["lora", 0.01], by_method["lora", 0.1]
+    assert kmeans_reference(settings, lora) is settings[spt]
+    assert kmeans_reference(settings, other_lr) is None  # another recipe: no claim of a pairing
+    assert paired_vs_kmeans(settings, lora).startswith("-9.00 (p ")  # (70-80, 71-82, 75-81)
+
+
 def test_accuracy_vs_prompt_length_keeps_settings_apart_with_seed_error_bars(tmp_path):
     for length in (10, 50):
         for seed in (0, 1):

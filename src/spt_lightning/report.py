@@ -127,13 +127,27 @@ def mcnemar(a: str, b: str) -> float:
     return 1.0 if only_a + only_b == 0 else float(binomtest(only_a, only_a + only_b, 0.5).pvalue)
 
 
+def kmeans_init(key) -> bool:
+    """Whether a setting's prompts start from SPT's k-means (a setting without prompts has no init)."""
+    return bool(key[3]) and json.loads(dict(key[-1]).get("prompt.init", "null")) == "kmeans"
+
+
 def kmeans_reference(settings, key) -> dict[str, Any] | None:
-    """SPT k-means of the same setting otherwise (the same but for the method and its prompt init)."""
+    """SPT k-means of the same setting otherwise (the same but for the method and its prompt init); for
+    another method (LoRA, adapters, E²VPT, ...), SPT-deep k-means under the same recipe, data, pretrain and
+    backbone when exactly one such setting is there."""
     def beside_init(k):
         return k[1:4] + (tuple((c, v) for c, v in k[-1] if c not in INIT_KEYS),)
 
-    return next((e for k, e in settings.items() if k != key and beside_init(k) == beside_init(key) and
-                 json.loads(dict(k[-1]).get("prompt.init", "null")) == "kmeans"), None)
+    def beside_method(k):  # what a method's own keys (method.*, prompt.*) leave
+        return k[1:3] + (tuple((c, v) for c, v in k[-1] if c not in INIT_KEYS and not c.startswith(("method.", "prompt."))),)
+
+    same = [e for k, e in settings.items() if k != key and kmeans_init(k) and beside_init(k) == beside_init(key)]
+    if same:
+        return same[0]
+    spt = [e for k, e in settings.items() if k != key and k[0] == "spt_deep" and kmeans_init(k)
+           and beside_method(k) == beside_method(key)]
+    return spt[0] if len(spt) == 1 and not kmeans_init(key) else None
 
 
 def _paired(entry, reference) -> list[tuple[str, Any, float, float]]:
@@ -149,7 +163,7 @@ def paired_vs_kmeans(settings, key) -> str:
     """This setting against SPT k-means of the same setting otherwise: the mean difference in points over
     the (task, seed) pairs both ran and a paired t-test across those pairs (the seeds are the replicates;
     their test images are the same, so the images of several seeds are not independent samples)."""
-    if json.loads(dict(key[-1]).get("prompt.init", "null")) == "kmeans":
+    if kmeans_init(key):
         return "ref." if any(kmeans_reference(settings, k) is settings[key] for k in settings) else ""
     reference = kmeans_reference(settings, key)
     pairs = _paired(settings[key], reference) if reference else []
@@ -169,7 +183,7 @@ def per_seed_mcnemar(settings) -> str:
     lines = []
     for key, e in sorted(settings.items(), key=lambda kv: tuple(str(x) for x in kv[0])):
         reference = kmeans_reference(settings, key)
-        if reference is None or json.loads(dict(key[-1]).get("prompt.init", "null")) == "kmeans":
+        if reference is None or kmeans_init(key):
             continue
         tests = [f"{task} seed {seed}: {p_value(mcnemar(e['correct'][(task, seed)], reference['correct'][(task, seed)]))}"
                  for task, seed, _, _ in _paired(e, reference)
@@ -328,12 +342,13 @@ def analysis_figures(runs: list[dict[str, Any]], out: Path) -> list[Path]:
     from .plots import analysis_heatmap
 
     written = []
-    for run in runs:
+    for i, run in enumerate(runs):
         path = Path(run["path"]) / "prompt_analysis.csv"
         if path.exists():
             title = (f"{run['task']} {run['method']} {run.get('prompt_init') or ''} P{run['prompt_length']} "
                      f"seed {run.get('seed')}: prompt-token dependence")
-            name = f"{Path(run['path']).name}_{run['method']}_seed{run.get('seed')}_dependence.png"
+            # (numbered: two settings of one method and init, e.g. VIPAMIN's forms, must not share a file)
+            name = f"{i:03d}_{run['method']}_{run.get('prompt_init')}_seed{run.get('seed')}_dependence.png"
             written.append(analysis_heatmap(pd.read_csv(path), title, out / "analysis" / name)[0])
     return written
 
