@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import math
-
-import random
 from collections.abc import Callable
 from typing import Any
 
 import lightning as L
-import numpy as np
 import torch
 import torch.nn.functional as F
 from timm.optim import param_groups_weight_decay
@@ -19,6 +16,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from .errors import SptError, check_number
 from .models import PromptedViT
+from .rng import rng_states, set_rng_states
 from .schedules import warmup_cosine
 
 
@@ -27,23 +25,6 @@ DIVERGED = 10  # see on_train_epoch_end
 
 class TrainingError(SptError):
     """Training cannot go on as configured (a non-finite loss, a checkpoint that does not fit)."""
-
-
-def rng_states() -> dict[str, Any]:
-    """The global random states (torch, CUDA, NumPy, Python) in types that ``torch.load(weights_only=True)`` reads."""
-    name, keys, pos, has_gauss, gauss = np.random.get_state()
-    return {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            "numpy": [name, keys.tolist(), pos, has_gauss, gauss], "python": random.getstate()}
-
-
-def set_rng_states(states: dict[str, Any]) -> None:
-    torch.set_rng_state(states["torch"])
-    if states["cuda"] and torch.cuda.is_available() and len(states["cuda"]) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(states["cuda"])  # (resumed on other GPUs: their streams start afresh)
-    name, keys, pos, has_gauss, gauss = states["numpy"]
-    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss))
-    version, state, python_gauss = states["python"]
-    random.setstate((version, tuple(state), python_gauss))
 
 
 class PromptTuningModule(L.LightningModule):
