@@ -34,12 +34,13 @@ class PromptTuningModule(L.LightningModule):
         model: The prompted ViT, head sized for the task.
         num_classes: Classes of the task.
         optimizer: A partial optimizer (``torch.optim.AdamW``) completed with the parameter groups.
-        param_groups: Per group (``prompts``, ``head``, ``backbone``) overrides such as
+        param_groups: Per group (``prompts``, ``head``, ``backbone``, ``added``) overrides such as
             ``{"weight_decay": 0.0, "lr_scale": 1.0}``. Biases and norm weights never get weight decay.
         scheduler: A partial lr schedule completed with the optimizer, ``total_steps`` and ``max_epochs``
             (default: :func:`~spt_lightning.schedules.warmup_cosine`, one epoch of warm-up); stepped every
             optimizer step.
-        finetune_backbone: Train every parameter (``method=full``) instead of prompts + head.
+        finetune_backbone: Train every parameter (``method=full``); otherwise the backbone is frozen and a
+            method (``PromptedViT.attach``) says what else trains besides prompts and head.
         attention: ``auto`` (eager on CPUs, fused on GPUs), ``fused`` or ``eager``; chosen again in
             ``setup``, once the device is known.
         compile: ``torch.compile`` the model's forward (in place, so parameter names and checkpoints
