@@ -184,3 +184,7 @@ def test_renamed_keys_still_work_with_a_line_saying_so(caplog):
     assert sum("is deprecated" in r.message for r in caplog.records) == 3
     cfg = compose_train(new)
     assert (cfg.model.optimizer.lr, cfg.init.strategy, cfg.model.scheduler.warmup_epochs) == (0.1, "random", 2)
+
+
+def test_negative_warmup_is_refused_before_anything_is_written(tmp_path):
+    _train_refuses(tmp_path, ["model.scheduler.warmup_epochs=-1"], ConfigError, "model.scheduler.warmup_epochs=-1")
