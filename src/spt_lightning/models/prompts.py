@@ -49,6 +49,11 @@ class Prompts(nn.Module):
         bound = math.sqrt(6.0 / (self.patch_fan_in + self.embeddings.shape[-1]))
         nn.init.uniform_(self.embeddings, -bound, bound)
 
+    def assign(self, values: torch.Tensor) -> None:
+        """Write initial ``values [layers, P, D]`` (SPT's prototypes) into the prompts, in place."""
+        with torch.no_grad():
+            self.embeddings.copy_(values.to(self.embeddings))
+
     def forward(self, layer: int, batch_size: int) -> torch.Tensor:
         """Prompts of one layer, expanded to ``[batch_size, length, dim]``."""
         return self.dropout(self.embeddings[layer].expand(batch_size, -1, -1))

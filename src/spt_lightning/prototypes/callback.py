@@ -147,8 +147,7 @@ class PrototypeInit(Callback):
         with torch.random.fork_rng(devices=devices):
             entry = self._compute(trainer, pl_module) if trainer.is_global_zero else None
         entry = trainer.strategy.broadcast(entry, src=0)
-        with torch.no_grad():
-            prompts.embeddings.copy_(entry["prompts"].to(prompts.embeddings))
+        prompts.assign(entry["prompts"])  # (a pack of grid points: into every point's prompts)
         self.stats = {**entry["stats"], "time": time.perf_counter() - started}
         log.info("Prompt init (%s): %s", self.strategy, describe(self.stats))
         metrics = {"init/time": self.stats["time"]}
