@@ -18,7 +18,7 @@ import torch
 
 from spt_lightning.backbones import build_vit
 from spt_lightning.models import PromptedViT
-from spt_lightning.models.packed import PackedViT, packed_loss, replica_param_groups
+from spt_lightning.models.packed import PackedViT, replica_losses
 from spt_lightning.precision import resolve_precision
 
 
@@ -56,7 +56,7 @@ def ratios(arch: str, img_size: int, batch: int, length: int, device: str, ks=(1
         models = [_model(arch, img_size, length, device) for _ in range(k)]
         optimizers = [torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-3) for m in models]
         packed = PackedViT(models)
-        packed_opt = torch.optim.AdamW(replica_param_groups(packed, [{"lr": 1e-3, "weight_decay": 0.0}] * k))
+        packed_opt = torch.optim.AdamW([p for p in packed.parameters() if p.requires_grad], lr=1e-3)
 
         def sequential():
             for model, opt in zip(models, optimizers):
@@ -68,7 +68,7 @@ def ratios(arch: str, img_size: int, batch: int, length: int, device: str, ks=(1
 
         def together():
             with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
-                loss = packed_loss(packed(x), y)
+                loss = replica_losses(packed(x), y).sum()
             loss.backward()
             packed_opt.step()
             packed_opt.zero_grad(set_to_none=True)

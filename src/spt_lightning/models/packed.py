@@ -5,7 +5,8 @@ The batch of B images is repeated K times; replica k's rows see prompt set k and
 so the backbone runs once on K x B rows instead of K times on B rows, which fills a GPU that one batch of
 32 leaves idle. Each replica's prompts and head are tensors of their own, so each gets its own optimizer
 group (lr, weight decay, schedule) and the sum of the replicas' losses gives every replica exactly the
-gradient it would get alone.
+gradient it would get alone. Training such a pack (per-point selection, checkpoints and results) is
+``spt_lightning.packed_train``.
 """
 
 from __future__ import annotations
@@ -37,6 +38,12 @@ class PackedPrompts(nn.Module):
     @property
     def length(self) -> int:
         return self.sets[0].shape[1]
+
+    def assign(self, values: torch.Tensor) -> None:
+        """Write the same initial ``values [layers, P, D]`` (SPT's prototypes) into every set, in place."""
+        with torch.no_grad():
+            for s in self.sets:
+                s.copy_(values.to(s))
 
     def forward(self, layer: int, batch_size: int) -> torch.Tensor:
         k = len(self.sets)
@@ -85,24 +92,17 @@ class PackedViT(PromptedViT):
                 "vit.head.bias": self.vit.head.biases[k]}
 
 
-def packed_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """The sum over replicas of each one's mean cross-entropy: replica k's gradient is its own run's."""
+def replica_losses(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``[K]``: each replica's mean cross-entropy. Their sum gives replica k exactly its own run's gradient."""
     k, b, c = logits.shape
-    return F.cross_entropy(logits.reshape(k * b, c), y.repeat(k), reduction="sum") / b
+    return F.cross_entropy(logits.reshape(k * b, c), y.repeat(k), reduction="none").view(k, b).mean(1)
 
 
-def replica_param_groups(model: PackedViT, options: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per replica, its own optimizer groups (as an unpacked run has them): prompts at its lr and weight decay,
-    the head weight at its lr and head weight decay (default: the weight decay), the head bias without decay.
-    ``options[k]``: ``lr``, ``weight_decay`` and optionally ``head_weight_decay``."""
-    groups = []
-    for k, opts in enumerate(options):
-        params = model.replica_parameters(k)
-        head_wd = opts.get("head_weight_decay")
-        head_wd = opts["weight_decay"] if head_wd is None else head_wd
-        groups += [{"params": [params["prompts.embeddings"]], "lr": opts["lr"], "weight_decay": opts["weight_decay"],
-                    "name": f"prompts/{k}"},
-                   {"params": [params["vit.head.weight"]], "lr": opts["lr"], "weight_decay": head_wd, "name": f"head/{k}"},
-                   {"params": [params["vit.head.bias"]], "lr": opts["lr"], "weight_decay": 0.0,
-                    "name": f"head_no_decay/{k}"}]
-    return groups
+def replica_groups(packed: PackedViT, k: int, groups: list[dict[str, Any]], model: PromptedViT,
+                   suffix: str) -> list[dict[str, Any]]:
+    """Replica k's optimizer groups: an unpacked run's (``groups``, built over ``model``'s tensors by
+    ``PromptTuningModule.param_groups``, so one rule decides lr and weight decay) with replica k's tensors
+    in place of ``model``'s and ``suffix`` added to each group's name."""
+    names = {id(p): n for n, p in model.named_parameters()}
+    own = packed.replica_parameters(k)
+    return [{**g, "params": [own[names[id(p)]] for p in g["params"]], "name": f"{g['name']}{suffix}"} for g in groups]
