@@ -27,6 +27,23 @@ class TrainingError(SptError):
     """Training cannot go on as configured (a non-finite loss, a checkpoint that does not fit)."""
 
 
+def diverged_epoch(loss: torch.Tensor | float | None, num_classes: int) -> str | None:
+    """A finite divergence: an epoch's mean cross-entropy above DIVERGED x that of a uniform guess, ln(C)
+    (the model is confidently wrong; a run that learns nothing stays near ln(C)). What happened, or None."""
+    chance = math.log(max(num_classes, 2))
+    if loss is None or float(loss) <= DIVERGED * chance:
+        return None
+    return (f"the mean training loss of the epoch is {float(loss):.4g}, over {DIVERGED} x the loss of a uniform "
+            f"guess (ln {num_classes} = {chance:.3g})")
+
+
+def divergence(what: str, epoch: int, groups: list[dict[str, Any]], optimizer: Callable) -> str:
+    """The message of a run that diverged: what happened, when, at which learning rates, and what to do."""
+    lrs = sorted({f"{g['lr']:.3g}" for g in groups})
+    return (f"{what} (epoch {epoch}, learning rate {', '.join(lrs)}): training diverged. Lower model.optimizer.lr "
+            f"(now {getattr(optimizer, 'keywords', {}).get('lr')}) or check the data.")
+
+
 class PromptTuningModule(L.LightningModule):
     """Trains the prompts and head of a :class:`PromptedViT` (or everything, for full fine-tuning).
 
@@ -170,19 +187,12 @@ class PromptTuningModule(L.LightningModule):
         return loss
 
     def on_train_epoch_end(self) -> None:
-        # A finite divergence: an epoch's mean cross-entropy above DIVERGED x that of a uniform guess, ln(C)
-        # (the model is confidently wrong; a run that learns nothing stays near ln(C)).
-        loss = self.trainer.callback_metrics.get("train/loss_epoch")
-        chance = math.log(max(self.num_classes, 2))
-        if loss is not None and float(loss) > DIVERGED * chance:
-            self._diverged(f"the mean training loss of the epoch is {float(loss):.4g}, over {DIVERGED} x the "
-                           f"loss of a uniform guess (ln {self.num_classes} = {chance:.3g})")
+        what = diverged_epoch(self.trainer.callback_metrics.get("train/loss_epoch"), self.num_classes)
+        if what:
+            self._diverged(what)
 
     def _diverged(self, what: str) -> None:
-        lrs = sorted({f"{g['lr']:.3g}" for g in self.optimizers().param_groups})
-        raise TrainingError(f"{what} (epoch {self.current_epoch}, learning rate {', '.join(lrs)}): training diverged. "
-                            f"Lower model.optimizer.lr (now {self.optimizer_factory.keywords.get('lr')}) or check "
-                            f"the data.")
+        raise TrainingError(divergence(what, self.current_epoch, self.optimizers().param_groups, self.optimizer_factory))
 
     def _eval_step(self, split: str, batch) -> torch.Tensor | None:
         if batch is None:
