@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable
+from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -37,23 +39,52 @@ def _quiet_worker_deaths(unraisable) -> None:
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def run(cfg: DictConfig) -> float | None:
+    from .record import record_outcome
+    from .train import train
+
+    results = guarded(cfg, lambda: train(cfg), lambda error: [record_outcome(cfg, error)],
+                      f"continue with resume={cfg.paths.output_dir}")
+    # The value a Hydra sweeper optimises: validation accuracy of the selected epoch.
+    return results["selection"]["val_acc1"]
+
+
+def run_pack(cfg: DictConfig) -> None:
+    """The task function of a pack of grid points (``tune --pack K``): ``cfg`` is its first point's config
+    in the pack's folder, whose ``pack.json`` lists the points. A failure is recorded in every point's folder."""
+    from .packed_train import member_configs, train_packed
+    from .packing import read_pack
+    from .record import record_outcome
+
+    members = read_pack(cfg.paths.output_dir)
+
+    def record(error: BaseException) -> list:
+        try:
+            configs = member_configs(cfg, members)
+        except SptError:  # a pack refused as such: nothing ran
+            return []
+        return [record_outcome(c, error) for c in configs]
+
+    guarded(cfg, lambda: train_packed(cfg, members), record, "continue with the same tune command")
+
+
+def guarded(cfg: DictConfig, work: Callable[[], Any], record: Callable[[BaseException], list], resume: str) -> Any:
+    """``work()``; a failure or interruption is ``record``-ed (results.json with the error) and reported in one
+    line, its traceback in the log file; the process exits as the shell expects (a multirun goes on)."""
     # Imported here, not above: --help, --cfg and a refused command line start without torch and Lightning.
     from .progress import quiet_console
-    from .record import exit_code, interrupted, record_outcome
-    from .train import train
+    from .record import exit_code, interrupted
 
     quiet_console()
     sys.unraisablehook = _quiet_worker_deaths
     try:
-        results = train(cfg)
+        return work()
     except BaseException as error:
-        recorded = record_outcome(cfg, error)
+        recorded = [str(path) for path in record(error) if path]
         if not isinstance(error, RunFolderError):  # a refused folder's log file stays as it was
             _traceback_to_log_file(error)
-        where = f" (recorded in {recorded})" if recorded else ""
+        where = f" (recorded in {', '.join(recorded)})" if recorded else ""
         if interrupted(error):
-            print(f"interrupted ({type(error).__name__}){where}; continue with resume={cfg.paths.output_dir}",
-                  file=sys.stderr, flush=True)
+            print(f"interrupted ({type(error).__name__}){where}; {resume}", file=sys.stderr, flush=True)
             sys.exit(exit_code(error))
         if not isinstance(error, SptError):
             raise
@@ -62,8 +93,6 @@ def run(cfg: DictConfig) -> float | None:
             raise SptError(f"{error}{where}") from None
         print(f"error: {error}", file=sys.stderr, flush=True)
         sys.exit(1)
-    # The value a Hydra sweeper optimises: validation accuracy of the selected epoch.
-    return results["selection"]["val_acc1"]
 
 
 def usage() -> str:

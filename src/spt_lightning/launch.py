@@ -22,9 +22,10 @@ def launcher_overrides(overrides: list[str]) -> tuple[list[str], list[str]]:
 
 
 @contextmanager
-def hydra_launcher(overrides: list[str], sweep_dir: Path) -> Iterator[Callable[[list[list[str]]], None]]:
-    """``launch(jobs)`` for the launcher that Hydra's ``overrides`` choose; each job is a full override
-    list of a run (its folder given by ``hydra.sweep.subdir=...`` under ``sweep_dir``)."""
+def hydra_launcher(overrides: list[str], sweep_dir: Path) -> Iterator[Callable[..., None]]:
+    """``launch(jobs, packed=False)`` for the launcher that Hydra's ``overrides`` choose; each job is a full
+    override list of a run (its folder given by ``hydra.sweep.subdir=...`` under ``sweep_dir``), or with
+    ``packed`` of a pack of grid points (``__main__.run_pack``: the points are in its folder's pack.json)."""
     from hydra import initialize_config_module
     from hydra._internal.callbacks import Callbacks  # what Hydra's own multirun hands its launcher
     from hydra.core.global_hydra import GlobalHydra
@@ -32,7 +33,7 @@ def hydra_launcher(overrides: list[str], sweep_dir: Path) -> Iterator[Callable[[
     from hydra.core.utils import setup_globals
     from hydra.types import HydraContext, RunMode
 
-    from .__main__ import run
+    from .__main__ import run, run_pack
 
     check_launcher(overrides)
     setup_globals()  # Hydra's resolvers (now, hydra) as in a command-line run
@@ -41,13 +42,17 @@ def hydra_launcher(overrides: list[str], sweep_dir: Path) -> Iterator[Callable[[
         cfg = hydra.compose_config("train", [*overrides, "hydra.mode=MULTIRUN", f"hydra.sweep.dir={sweep_dir}"],
                                    run_mode=RunMode.MULTIRUN)
         context = HydraContext(config_loader=hydra.config_loader, callbacks=Callbacks(cfg))
-        launcher = Plugins.instance().instantiate_launcher(hydra_context=context, task_function=run, config=cfg)
+        launchers = {}
         launched = 0
 
-        def launch(jobs: list[list[str]]) -> None:
+        def launch(jobs: list[list[str]], packed: bool = False) -> None:
             nonlocal launched
-            if jobs:
-                launcher.launch(jobs, initial_job_idx=launched)
-                launched += len(jobs)
+            if not jobs:
+                return
+            if packed not in launchers:
+                launchers[packed] = Plugins.instance().instantiate_launcher(
+                    hydra_context=context, task_function=run_pack if packed else run, config=cfg)
+            launchers[packed].launch(jobs, initial_job_idx=launched)
+            launched += len(jobs)
 
         yield launch

@@ -26,6 +26,11 @@ a preemption, runs only what is missing; a changed grid, recipe or choice runs w
 runs (the same command, another machine or more seeds):
 
     python -m spt_lightning.tune experiment=paper/vtab pretrain=mae method=spt_deep --chosen hyperparameters.csv
+
+``--pack K`` trains up to K grid points of a task in one job on one pass of the frozen backbone (batch
+K x B; ``packing`` says which points may, ``packed_train`` how): each point still gets its own folder,
+selection, checkpoint and ``results.json``, equal to its own run's within fp32 rounding. It fills a GPU
+that one batch of 32 leaves idle; on a CPU it gains nothing (benchmarks/packed_grid.py).
 """
 
 from __future__ import annotations
@@ -49,7 +54,9 @@ from .config import check_overrides, compose_train, renamed
 from .errors import SptError
 from .files import write_atomically
 from .launch import hydra_launcher, launcher_overrides
+from .packing import pack_name, packs, write_pack
 from .results import RESULTS, read_results
+from .runs import latest_checkpoint
 from .settings import differences, digest
 
 
@@ -150,17 +157,36 @@ def finished(job: Job, overwrite: bool) -> dict[str, Any] | None:
     return done
 
 
-def run_phase(launch, jobs: list[Job], overwrite: bool, phase: str) -> None:
-    """Reuse every finished run, launch the others as one batch, and read every job's results."""
+def run_phase(launch, jobs: list[Job], overwrite: bool, phase: str, pack: int = 1) -> None:
+    """Reuse every finished run, launch the others as one batch (grid points in packs of up to ``pack``
+    where they may share a pass, see ``packing``), and read every job's results."""
     for job in jobs:
         job.result = finished(job, overwrite) or {}
     todo = [job for job in jobs if not job.result]
-    print(f"{phase}: {len(jobs)} run(s), {len(jobs) - len(todo)} finished before and reused, {len(todo)} to run",
-          flush=True)
-    launch([job.command for job in todo])
+    # a point with a run of its own to continue (checkpoints/last.ckpt) continues it unpacked
+    groups, reasons = packs([None if latest_checkpoint(j.folder) else j.config for j in todo], pack)
+    packed = [[todo[i] for i in g] for g in groups if len(g) > 1]
+    alone = [todo[g[0]] for g in groups if len(g) == 1]
+    print(f"{phase}: {len(jobs)} run(s), {len(jobs) - len(todo)} finished before and reused, {len(todo)} to run"
+          + (f", {len(todo) - len(alone)} of them in {len(packed)} pack(s)" if packed else ""), flush=True)
+    if reasons:
+        print(f"{phase}: not packed: " + "; ".join(f"{n} run(s): {r}" for r, n in reasons.items()), flush=True)
+    launch([job.command for job in alone])
+    launch([pack_job(members).command for members in packed], packed=True)
     for job in todo:
         path = job.folder / RESULTS
         job.result = read_results(path) if path.is_file() else {"status": "missing", "error": "no results.json"}
+
+
+def pack_job(members: list[Job]) -> Job:
+    """The job of a pack: its first point's overrides, in a folder of its own beside the points' that
+    holds ``pack.json`` (the points) and what resumes it."""
+    first = members[0]
+    name = pack_name([m.folder for m in members])
+    subdir = str(Path(first.subdir).parent / name)
+    folder = first.folder.parent / name
+    write_pack(folder, [{"label": m.folder.name, "folder": str(m.folder), "config": m.config} for m in members])
+    return Job(first.overrides, first.config, folder, subdir)
 
 
 def _number(value: str) -> float | None:
@@ -237,10 +263,11 @@ def read_choices(path: Path) -> dict[str, dict[str, Any]]:
 
 
 def tune_final(overrides: list[str], root: Path | None = None, seeds: int = 3,
-               chosen: Path | None = None) -> dict[str, dict[str, Any]]:
+               chosen: Path | None = None, pack: int = 1) -> dict[str, dict[str, Any]]:
     """Grid → choice on val → final seeds for each task, through Hydra's launcher; returns
     ``{task: summary}`` and prints the table. ``chosen``: a ``hyperparameters.csv`` of an earlier study,
-    whose per-task choices are used instead of a grid (the final runs only)."""
+    whose per-task choices are used instead of a grid (the final runs only). ``pack``: grid points trained
+    together per pass (``packing``; the final runs differ in seed, so each runs alone)."""
     hydra_args, overrides = launcher_overrides(overrides)
     fixed, points = grid(overrides)
     check_overrides(fixed)
@@ -270,7 +297,7 @@ def tune_final(overrides: list[str], root: Path | None = None, seeds: int = 3,
         else:
             jobs = {task: [plan([*fixed, task, *p, "data.protocol=tune"], root, f"{_slug(names[task], 40)}/grid",
                                 _label(p)) for p in grids[task]] for task in tasks}
-            run_phase(launch, [j for js in jobs.values() for j in js], overwrite, "grid")
+            run_phase(launch, [j for js in jobs.values() for j in js], overwrite, "grid", pack)
             choices = {task: choose(grids[task], jobs[task]) for task in tasks}
         finals = {task: [plan([*fixed, task, *c["chosen"], "data.protocol=final", f"seed={seed}",
                                f"tuned=[{','.join(o.split('=', 1)[0] for o in c['chosen'])}]"],
@@ -322,11 +349,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="study folder (default: <log_dir>/tune/<the command>)")
     parser.add_argument("--chosen", type=Path, default=None,
                         help=f"a study's {HYPERPARAMETERS}: its per-task choices, no grid (the final runs only)")
+    parser.add_argument("--pack", type=int, default=1, metavar="K",
+                        help="train up to K grid points of a task in one process, on one backbone pass (default 1)")
     args, overrides = parser.parse_known_args(argv)
     if args.seeds < 1:
         parser.error("--seeds must be >= 1")
+    if args.pack < 1:
+        parser.error("--pack must be >= 1 (1: every grid point in a process of its own)")
     try:
-        tune_final(renamed(overrides), args.out, args.seeds, args.chosen)
+        tune_final(renamed(overrides), args.out, args.seeds, args.chosen, args.pack)
     except SptError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
