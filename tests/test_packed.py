@@ -113,13 +113,17 @@ def _best_state(run):
     return path.name, torch.load(path, weights_only=False)["state_dict"]
 
 
-def test_each_packed_grid_point_ends_as_its_own_run(tmp_path, monkeypatch):
+def test_each_packed_grid_point_ends_as_its_own_run(tmp_path, monkeypatch, capsys):
     """--pack 3 against --pack 1: the same choice, per point the same selection, checkpoint (fp32
     tolerance), metrics file and results.json (less timings and the pack's note); the diverged point fails
     alone with its own run's message."""
     monkeypatch.setenv("SPT_CACHE", str(tmp_path / "cache"))
     (alone,) = _study(tmp_path / "alone").values()
+    capsys.readouterr()
     (packed,) = _study(tmp_path / "packed", pack=3).values()
+    out = capsys.readouterr().out
+    assert "grid: 3 run(s), 0 finished before and reused, 3 to run, 3 of them in 1 pack(s)" in out
+    assert "val/acc1 per point " in out  # the pack's epoch lines show each point
     assert packed["chosen"] == alone["chosen"] and packed["chosen_val_acc1_last"] == alone["chosen_val_acc1_last"]
     assert len(list((tmp_path / "packed").rglob("pack.json"))) == 1
     runs = {"alone": _grid_runs(alone), "packed": _grid_runs(packed)}

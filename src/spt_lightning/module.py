@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -20,7 +21,9 @@ from .rng import rng_states, set_rng_states
 from .schedules import warmup_cosine
 
 
-DIVERGED = 10  # see on_train_epoch_end
+DIVERGED = 10  # see diverged_epoch
+# NOTE: the frozen backbone is in eval mode on purpose (PromptedViT.train pins it there).
+warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training.*")
 
 
 class TrainingError(SptError):

@@ -51,6 +51,9 @@ class EpochLines(L.Callback):
             parts.append(f"train/loss {float(metrics['train/loss_epoch']):.4f}")
         if "val/acc1" in metrics:
             parts.append(f"val/acc1 {100 * float(metrics['val/acc1']):.2f}%")
+        points = [f"{100 * float(v):.2f}%" for k, v in metrics.items() if k.startswith("val/acc1@")]
+        if points:  # a pack of grid points (tune --pack K), in the pack's order
+            parts.append(f"val/acc1 per point {' / '.join(points)}")
         parts += [f"{per_epoch:.0f}s", f"ETA {_duration(per_epoch * max(0, trainer.max_epochs - done))}"]
         print("  ".join(parts), flush=True)
 

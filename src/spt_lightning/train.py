@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +22,6 @@ from .runs import RESUME_MODES, RunFolder, own_settings, run_folder
 
 log = logging.getLogger(__name__)
 
-# NOTE: the frozen backbone is in eval mode on purpose (PromptedViT.train pins it there).
-warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training.*")
 
 
 def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]:
