@@ -138,6 +138,7 @@ def test_each_packed_grid_point_ends_as_its_own_run(tmp_path, monkeypatch, capsy
         assert set(mine) - same == {"config", "init", "timings", "output_dir", "packed"}, set(mine) - same
         assert mine["selection"] == theirs["selection"] and mine["parameters"] == theirs["parameters"]
         assert differences(mine["config"], theirs["config"]) == []  # the same settings: tune reuses either
+        assert mine["config"]["callbacks"]["last_checkpoint"]["dirpath"] == f"{mine['output_dir']}/checkpoints"
         (name, state), (their_name, their_state) = _best_state(mine), _best_state(theirs)
         assert name == their_name and state.keys() == their_state.keys()
         for key in state:

@@ -155,14 +155,20 @@ class PackedModule(L.LightningModule):
 
 def member_configs(cfg: DictConfig, members: list[dict[str, Any]]) -> list[DictConfig]:
     """Each point's config, as planned by the study, writing into its own folder."""
+    def placed(value: Any, folder: str) -> Any:  # the study planned them in "<run>", a placeholder folder
+        if isinstance(value, dict):
+            return {k: placed(v, folder) for k, v in value.items()}
+        if isinstance(value, list):
+            return [placed(v, folder) for v in value]
+        return folder + value[len("<run>"):] if isinstance(value, str) and value.startswith("<run>") else value
+
     configs = []
     for m in members:
-        config = OmegaConf.create(m["config"])
         reason = why_not(m["config"])
         if reason:
             raise PackError(f"{m['folder']} cannot be packed: {reason}; run it with --pack 1")
+        config = OmegaConf.create(placed(m["config"], m["folder"]))
         with open_dict(config):
-            config.paths.output_dir = m["folder"]
             config.task.num_classes = cfg.task.num_classes  # task=folder: counted once, in the pack
         configs.append(config)
     return configs
