@@ -163,13 +163,13 @@ class _CrashAt(L.Callback):
 
 
 def test_a_killed_pack_resumes_where_it_stopped(tmp_path, monkeypatch):
-    import spt_lightning.packed_train as packed_train
+    import spt_lightning.build as build
     from spt_lightning.tune import TuneError
 
     monkeypatch.setenv("SPT_CACHE", str(tmp_path / "cache"))
     (whole,) = _study(tmp_path / "whole", pack=3).values()
     with pytest.MonkeyPatch.context() as patch:  # the kill is not a setting of the run
-        patch.setattr(packed_train, "build_callbacks", lambda c, made=packed_train.build_callbacks: [*made(c), _CrashAt()])
+        patch.setattr(build, "build_callbacks", lambda c, made=build.build_callbacks: [*made(c), _CrashAt()])
         with pytest.raises(TuneError, match="every grid run failed"):
             _study(tmp_path / "killed", pack=3)
     (pack,) = (tmp_path / "killed").rglob("pack.json")

@@ -45,13 +45,16 @@ class Run:
         self.module.model.attach(self.method)
 
 
-def build_run(cfg: DictConfig, precision: str) -> Run:
+def build_run(cfg: DictConfig, precision: str, selects: bool = True) -> Run:
+    """``selects=False``: the trainer keeps no checkpoint chosen on val (a pack of grid points selects
+    each point itself)."""
     callbacks = build_callbacks(cfg)
     pretrain = build(cfg.pretrain, _convert_="all")
     datamodule = build_datamodule(cfg, pretrain)
     method = build_method(cfg)
     module = build_module(cfg, build_model(cfg, pretrain), method)
-    return Run(datamodule, pretrain, method, module, build_trainer(cfg, precision, callbacks, datamodule.has_val))
+    trainer = build_trainer(cfg, precision, callbacks, datamodule.has_val, selects)
+    return Run(datamodule, pretrain, method, module, trainer)
 
 
 def build_method(cfg: DictConfig) -> Method:
@@ -90,14 +93,17 @@ def build_callbacks(cfg: DictConfig) -> list[Any]:
     return instantiate_all(cfg.get("callbacks"))
 
 
-def build_trainer(cfg: DictConfig, precision: str, callbacks: list[Any], has_val: bool) -> L.Trainer:
+def build_trainer(cfg: DictConfig, precision: str, callbacks: list[Any], has_val: bool,
+                  selects: bool = True) -> L.Trainer:
     """The Lightning trainer, its loggers (W&B online only when logged in), and the protocol's changes:
-    without a validation split nothing is validated and the last epoch is tested."""
+    without a validation split nothing is validated and the last epoch is tested. Without a validation
+    split, or ``selects=False``, no checkpoint is chosen on val."""
     check_number("trainer.max_epochs", cfg.trainer.max_epochs, 1, integer=True, hint=": training needs an epoch")
     loggers = instantiate_all(with_wandb_mode(cfg.get("logger")))
     kwargs = dict(cfg.trainer, precision=precision)
     if not has_val:
         kwargs.update(limit_val_batches=0, num_sanity_val_steps=0)
+    if not (has_val and selects):
         callbacks = [cb for cb in callbacks if not (isinstance(cb, ModelCheckpoint) and cb.monitor)]
     # A progress bar with ETA in a terminal; one plain line per epoch otherwise (SLURM files, CI).
     kwargs["enable_progress_bar"] = kwargs.get("enable_progress_bar", True) and interactive()

@@ -27,10 +27,9 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from .build import Run, build, build_callbacks, build_datamodule, build_method, build_model, build_module, build_trainer
+from .build import build_module, build_run
 from .config import check_config, naming_the_recipe
 from .errors import SptError
 from .loggers import CSVLogger, continue_wandb_run, finish
@@ -199,21 +198,18 @@ def train_packed(cfg: DictConfig, members: list[dict[str, Any]]) -> list[dict[st
     precision = resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator)
     L.seed_everything(cfg.seed, workers=True)
     started = time.perf_counter()
-    with naming_the_recipe(cfg):  # in build_run's order: the same random draws as each point's own run
-        callbacks = [cb for cb in build_callbacks(cfg) if not (isinstance(cb, ModelCheckpoint) and cb.monitor)]
-        pretrain = build(cfg.pretrain, _convert_="all")
-        datamodule = build_datamodule(cfg, pretrain)
-        method = build_method(cfg)
-        model = build_model(cfg, pretrain)
-        modules = [build_module(c, model, method) for c in configs]
-        trainer = build_trainer(cfg, precision[0], callbacks, datamodule.has_val)
+    with naming_the_recipe(cfg):  # the first point's run, built as its own (the same random draws)
+        run = build_run(cfg, precision[0], selects=False)
+        # the other points' modules over the same model (they draw nothing): their groups and checks
+        modules = [run.module, *(build_module(c, run.module.model, run.method) for c in configs[1:])]
+    datamodule, trainer = run.datamodule, run.trainer
     if not datamodule.has_val or datamodule.has_test:
         raise PackError(f"a pack trains grid points (protocol tune: selected on val, never tested); "
                         f"data.protocol={datamodule.protocol} does not fit")
 
     # 2. Data and weights, then the pack's folder is claimed; the points' folders are written when they finish.
     datamodule.setup("fit")
-    Run(datamodule, pretrain, method, modules[0], trainer).load_weights()
+    run.load_weights()
     pack.claim(cfg)
     packed = PackedModule(modules, labels)
     log.info("Training %d grid points in one pack (%s), precision %s", len(labels), ", ".join(labels), precision[0])
