@@ -210,3 +210,23 @@ def test_pack_must_be_positive(capsys):
     with pytest.raises(SystemExit):
         main(["--pack", "0", *FAST])
     assert "--pack must be >= 1" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_packs_run_on_the_joblib_launcher(tmp_path):
+    """Each pack is one job of the launcher (here two packs side by side in worker processes)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "SPT_LOG_DIR": str(tmp_path / "logs"), "SPT_CACHE": str(tmp_path / "cache"), "WANDB_MODE": "offline"}
+    done = subprocess.run([sys.executable, "-m", "spt_lightning.tune", "task=demo/synthetic,demo/synthetic8", "debug=fast",
+                           "model.optimizer.lr=1e-3,5e-2", "--seeds", "1", "--pack", "2", "--out", str(tmp_path / "study"),
+                           "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "grid: 4 run(s), 0 finished before and reused, 4 to run, 4 of them in 2 pack(s)" in done.stdout
+    assert "Joblib.Parallel(n_jobs=2" in done.stdout + done.stderr
+    grid = [json.loads(p.read_text()) for p in (tmp_path / "study").rglob("grid/*/results.json")]
+    assert len(grid) == 4 and all(r["status"] == "ok" and r["packed"]["points"] == 2 for r in grid)
+    assert {Path(r["packed"]["folder"]).parent.parent.name for r in grid} == {"demo_synthetic", "demo_synthetic8"}
