@@ -103,6 +103,20 @@ def test_wandb_online_is_wandbs_own_login_state(tmp_path):
     assert logged_in() == "False"  # that key is not api.wandb.ai's
 
 
+def test_the_wandb_login_check_asks_no_server(tmp_path):
+    """wandb's "logged in as <user>" line looks the user up on the server: the check stays silent."""
+    code = ("from wandb.sdk import wandb_setup\n"
+            "def asked(*args, **kwargs): raise SystemExit('asked the server for the user name')\n"
+            "wandb_setup._WandbSetup._get_username = asked\n"
+            "from spt_lightning.loggers import wandb_logged_in\n"
+            "print(wandb_logged_in(), wandb_setup.singleton().settings.silent)")
+    base = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={**base, "HOME": str(tmp_path), "WANDB_API_KEY": "a" * 40})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["True", "False"]  # logged in; wandb's own setting restored
+
+
 def _fake(task, acc, seed, method="spt_deep", length=10):
     group = "fgvc" if task in FGVC else next(f"vtab_{g.lower()}" for g, ts in VTAB.items() if task in ts)
     return {"status": "ok", "task": task, "group": group, "method": method, "pretrain": "mae",

@@ -63,11 +63,21 @@ def wandb_logged_in() -> bool:
     """Whether wandb has credentials for its configured host (any host: ``wandb login --host ...``, a key in
     its settings, a netrc, ``WANDB_API_KEY``), by wandb's own check; never prompts, no network."""
     import wandb
+    from wandb.sdk import wandb_setup
 
+    # NOTE: silent, or wandb's "logged in as <user>" line asks the server for the user name (seconds, or
+    # minutes on a node without internet). A wandb without wandb_setup.singleton() is called as it is.
+    settings = wandb_setup.singleton().settings if hasattr(wandb_setup, "singleton") else None
+    silent = settings.silent if settings else None
     try:
+        if settings:
+            settings.silent = True
         return bool(wandb.login(prompt=False, verify=False))
     except TypeError:  # wandb before `prompt=`: its credentials lookup for the configured host
         return wandb.api.api_key is not None
+    finally:
+        if settings:
+            settings.silent = silent
 
 
 def with_wandb_mode(group: DictConfig | None) -> DictConfig | None:
