@@ -47,7 +47,36 @@ def divergence(what: str, epoch: int, groups: list[dict[str, Any]], optimizer: C
             f"(now {getattr(optimizer, 'keywords', {}).get('lr')}) or check the data.")
 
 
-class PromptTuningModule(L.LightningModule):
+class TrainableCheckpointModule(L.LightningModule):
+    """Checkpoints that hold ``model``'s trainable tensors only (what stays frozen comes from its pretrained
+    source) and the random states, which a resumed run restores."""
+
+    def __init__(self):
+        super().__init__()
+        self.strict_loading = False  # the frozen tensors are not in the file
+        self._resumed_rng: dict[str, Any] | None = None
+
+    def _trainable_keys(self) -> set[str]:
+        return {f"model.{n}" for n, p in self.model.named_parameters() if p.requires_grad}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        keep = self._trainable_keys()
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
+        # The random state at the end of this epoch: a resumed run draws what an uninterrupted one would
+        # (prompt dropout, augmentations in the main process). Lightning keeps none outside its fault-tolerant mode.
+        checkpoint["rng_states"] = rng_states()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._resumed_rng = checkpoint.get("rng_states")
+
+    def on_train_start(self) -> None:
+        # NOTE: here, not in on_load_checkpoint: the sanity check between the two draws random numbers too.
+        if self._resumed_rng is not None:
+            set_rng_states(self._resumed_rng)
+            self._resumed_rng = None
+
+
+class PromptTuningModule(TrainableCheckpointModule):
     """Trains the prompts and head of a :class:`PromptedViT` (or everything, for full fine-tuning).
 
     Args:
@@ -100,9 +129,6 @@ class PromptTuningModule(L.LightningModule):
         self.finetune_backbone = finetune_backbone
         self.attention = attention
         self.compile_model = compile
-        # Checkpoints hold only trainable tensors; the frozen backbone comes from its pretrained source.
-        self.strict_loading = False
-        self._resumed_rng: dict[str, Any] | None = None
         self.num_classes = num_classes
         self.test_correct: str | None = None  # after a test: "1" per test image predicted right, else "0"
         accuracy = MetricCollection({"acc1": MulticlassAccuracy(num_classes, top_k=1, average="micro"),
@@ -225,17 +251,7 @@ class PromptTuningModule(L.LightningModule):
         single = self.trainer.world_size == 1 and self._correct
         self.test_correct = "".join(map(str, torch.cat(self._correct).int().tolist())) if single else None
 
-    # ---- checkpoints hold trainable tensors only -----------------------------------------------
-    def _trainable_keys(self) -> set[str]:
-        return {f"model.{n}" for ps in self.trainable_groups().values() for n, _ in ps}
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        keep = self._trainable_keys()
-        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
-        # The random state at the end of this epoch: a resumed run draws what an uninterrupted one would
-        # (prompt dropout, augmentations in the main process). Lightning keeps none outside its fault-tolerant mode.
-        checkpoint["rng_states"] = rng_states()
-
+    # ---- checkpoints hold trainable tensors only (TrainableCheckpointModule) --------------------------
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # strict_loading is off (the backbone is not in the file), so check the trainable part by hand.
         source = getattr(self._trainer, "ckpt_path", None) or "the checkpoint"
@@ -252,10 +268,4 @@ class PromptTuningModule(L.LightningModule):
                 + "it was written for another method, prompt length or task. Resume with the settings it was "
                   "written with, or start a new run (resume=never, or another run folder)."
             )
-        self._resumed_rng = checkpoint.get("rng_states")
-
-    def on_train_start(self) -> None:
-        # NOTE: here, not in on_load_checkpoint: the sanity check between the two draws random numbers too.
-        if self._resumed_rng is not None:
-            set_rng_states(self._resumed_rng)
-            self._resumed_rng = None
+        super().on_load_checkpoint(checkpoint)

@@ -34,12 +34,11 @@ from .config import check_config, naming_the_recipe
 from .errors import SptError
 from .loggers import CSVLogger, continue_wandb_run, finish
 from .models.packed import PackedViT, replica_groups, replica_losses
-from .module import PromptTuningModule, TrainingError, divergence, diverged_epoch
+from .module import PromptTuningModule, TrainableCheckpointModule, TrainingError, divergence, diverged_epoch
 from .packing import why_not
 from .precision import resolve_precision
 from .record import collect
 from .results import format_summary, write_results
-from .rng import rng_states, set_rng_states
 from .runs import RunFolder
 
 log = logging.getLogger(__name__)
@@ -49,7 +48,7 @@ class PackError(SptError):
     """A pack of grid points that cannot be trained together."""
 
 
-class PackedModule(L.LightningModule):
+class PackedModule(TrainableCheckpointModule):
     """The points' :class:`PromptTuningModule` s (built as their own runs would build them, sharing one
     model) trained as one :class:`PackedViT`."""
 
@@ -59,12 +58,10 @@ class PackedModule(L.LightningModule):
         self.members = list(members)  # (a plain list: their shared model is not a second set of parameters)
         self.labels = labels
         self.val_metrics = torch.nn.ModuleList(m.metrics["val"] for m in members)
-        self.strict_loading = False  # the frozen backbone is not in the checkpoints
         # Per point: the selected epoch so far, the last epoch's val acc1, why it failed.
         self.best: list[dict[str, Any] | None] = [None] * len(members)
         self.last_val: list[float | None] = [None] * len(members)
         self.failed: list[str | None] = [None] * len(members)
-        self._resumed_rng: dict[str, Any] | None = None
 
     def setup(self, stage: str) -> None:
         first = self.members[0]
@@ -131,11 +128,9 @@ class PackedModule(L.LightningModule):
                 self.best[k] = {"epoch": self.current_epoch, "global_step": self.global_step, "val_acc1": acc,
                                 "state_dict": state}
 
-    # ---- the pack's checkpoint: trainable tensors, random states, the selection so far --------------
+    # ---- the pack's checkpoint: trainable tensors, random states (the base class), the selection so far
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        keep = {f"model.{n}" for n, p in self.model.named_parameters() if p.requires_grad}
-        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
-        checkpoint["rng_states"] = rng_states()
+        super().on_save_checkpoint(checkpoint)
         checkpoint["packed"] = {"labels": self.labels, "best": self.best, "last_val": self.last_val,
                                 "failed": self.failed}
 
@@ -145,12 +140,7 @@ class PackedModule(L.LightningModule):
             raise TrainingError(f"{getattr(self._trainer, 'ckpt_path', None)} is not this pack's checkpoint (points "
                                 f"{packed.get('labels')}, here {self.labels}); delete the pack folder to start afresh")
         self.best, self.last_val, self.failed = packed["best"], packed["last_val"], packed["failed"]
-        self._resumed_rng = checkpoint.get("rng_states")
-
-    def on_train_start(self) -> None:
-        if self._resumed_rng is not None:  # (here, not on load: the sanity check draws random numbers too)
-            set_rng_states(self._resumed_rng)
-            self._resumed_rng = None
+        super().on_load_checkpoint(checkpoint)
 
 
 def member_configs(cfg: DictConfig, members: list[dict[str, Any]]) -> list[DictConfig]:
