@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 
 from .config import check_overrides, renamed
 from .errors import SptError
-from .runs import RunFolderError
+from .errors import RunFolderError
 
 log = logging.getLogger(__name__)
 

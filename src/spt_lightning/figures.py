@@ -10,6 +10,7 @@ from typing import Any
 import pandas as pd
 
 from . import plots
+from .files import file_name
 from .settings import INIT_KEYS
 LENGTH_KEYS = ("prompt.length",)
 
@@ -144,7 +145,7 @@ def grid_figures(dirs: list[Path], out: Path) -> list[Path]:
         chosen = grid[grid["chosen"]].iloc[0]
         task = path.parent.name
         written.append(plots.tuning_grid(grid, {"lr": chosen["lr"], "val": chosen["val"]}, summary.get("edge", []),
-                                         task, out / "grids" / f"{task}.png")[0])
+                                         task, out / "grids" / f"{file_name(task)}.png")[0])
     return written
 
 
@@ -167,5 +168,5 @@ def draw_all(runs, settings, dirs, out: Path, setting_of, shown, published_for) 
         written.append(plots.init_time_vs_accuracy(points, out / f"init_time_vs_accuracy{'' if not i else i}.png")[0])
     curves = curve_table(runs, setting_of, settings, shown)
     for task, part in (curves.groupby("task") if not curves.empty else ()):
-        written.append(plots.training_curves(part, task, out / "curves" / f"{task.replace('/', '_')}.png")[0])
+        written.append(plots.training_curves(part, task, out / "curves" / f"{file_name(task)}.png")[0])
     return written + grid_figures(dirs, out)

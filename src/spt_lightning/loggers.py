@@ -14,6 +14,8 @@ from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from omegaconf import DictConfig, open_dict
 
+from .files import home_relative
+
 log = logging.getLogger(__name__)
 
 
@@ -80,16 +82,60 @@ def wandb_logged_in() -> bool:
             settings.silent = silent
 
 
+def wandb_server(timeout: float = 5.0) -> str | None:
+    """Why W&B's server cannot be reached (``None``: it accepts a connection), within ``timeout`` seconds
+    whatever the name lookup does: the configured host (``WANDB_BASE_URL``, ``wandb login --host``), or the
+    HTTPS proxy that wandb would go through."""
+    import os
+    import socket
+    import threading
+    from urllib.parse import urlsplit
+
+    proxy = os.environ.get("HTTPS_PROXY") or os.environ.get("https_proxy")
+    url = proxy or os.environ.get("WANDB_BASE_URL") or _wandb_base_url()
+    parts = urlsplit(url if "//" in url else f"//{url}")
+    host, port = parts.hostname, parts.port or (80 if parts.scheme == "http" else 443)
+    outcome: list[str | None] = []
+
+    def probe() -> None:
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            outcome.append(None)
+        except OSError as err:
+            outcome.append(f"{host}:{port}: {err}")
+
+    thread = threading.Thread(target=probe, daemon=True)  # a stuck name lookup is left behind, not waited for
+    thread.start()
+    thread.join(timeout)
+    return outcome[0] if outcome else f"{host}:{port}: no answer within {timeout:.0f} s"
+
+
+def _wandb_base_url() -> str:
+    from wandb.sdk import wandb_setup
+
+    settings = wandb_setup.singleton().settings if hasattr(wandb_setup, "singleton") else None
+    return str(getattr(settings, "base_url", None) or "https://api.wandb.ai")
+
+
 def with_wandb_mode(group: DictConfig | None) -> DictConfig | None:
-    """``logger.wandb.offline: null`` → online when logged in, offline otherwise (never prompt for a login)."""
+    """``logger.wandb.offline: null`` → online when logged in and the server answers, offline otherwise
+    (one line says which and why; never a prompt for a login, never a wait of more than seconds)."""
     wandb_cfg = (group or {}).get("wandb")
     if wandb_cfg is None or wandb_cfg.get("offline") is not None:
         return group
-    logged_in = wandb_logged_in()
-    log.info("W&B: %s", "logged in, logging online" if logged_in else
-             f"not logged in, logging offline into {wandb_cfg.save_dir} (upload later with `wandb sync`)")
+    unreachable = wandb_server() if (logged_in := wandb_logged_in()) else None
+    offline = f"logging offline into {wandb_cfg.save_dir} (upload later with `wandb sync`)"
+    if not logged_in:
+        log.info("W&B: not logged in, %s", offline)
+    elif unreachable:
+        log.warning("W&B: logged in, but the server cannot be reached (%s): %s", unreachable, offline)
+    else:
+        log.info("W&B: logged in, logging online")
     group = group.copy()
-    group.wandb.offline = not logged_in
+    with open_dict(group):
+        group.wandb.offline = not logged_in or unreachable is not None
+        if group.wandb.offline:  # wandb.init's own mode: it then never asks for a key
+            group.wandb.mode = "offline"
     return group
 
 
@@ -129,7 +175,7 @@ def summarise(loggers: list[Any], results: dict[str, Any]) -> None:
         experiment.log({"results": wandb.Table(columns=list(row), data=[list(row.values())])})
         artifact = wandb.Artifact(f"results-{experiment.id}", type="results")
         with artifact.new_file("results.json") as f:
-            f.write(json.dumps(results, indent=2, default=str))
+            f.write(json.dumps(home_relative(results), indent=2, default=str))
         experiment.log_artifact(artifact)
 
 

@@ -35,11 +35,12 @@ from .errors import SptError
 from .loggers import CSVLogger, continue_wandb_run, finish
 from .models.packed import PackedViT, replica_groups, replica_losses
 from .module import PromptTuningModule, TrainableCheckpointModule, TrainingError, divergence, diverged_epoch
-from .packing import why_not
+from .packing import PACK, why_not
 from .precision import resolve_precision
 from .record import collect
 from .results import format_summary, write_results
 from .runs import RunFolder
+from .trust import check_targets
 
 log = logging.getLogger(__name__)
 
@@ -157,6 +158,7 @@ def member_configs(cfg: DictConfig, members: list[dict[str, Any]]) -> list[DictC
         reason = why_not(m["config"])
         if reason:
             raise PackError(f"{m['folder']} cannot be packed: {reason}; run it with --pack 1")
+        check_targets(m["config"], Path(cfg.paths.output_dir) / PACK)
         config = OmegaConf.create(placed(m["config"], m["folder"]))
         with open_dict(config):
             config.task.num_classes = cfg.task.num_classes  # task=folder: counted once, in the pack
@@ -178,7 +180,7 @@ def train_packed(cfg: DictConfig, members: list[dict[str, Any]]) -> list[dict[st
             cfg.trainer.devices = 1  # a pack fills one device
     configs = member_configs(cfg, members)
     labels = [m["label"] for m in members]
-    pack = RunFolder(Path(cfg.paths.output_dir)).inspect(cfg)
+    pack = RunFolder(Path(cfg.paths.output_dir), expected=(PACK,)).inspect(cfg)  # tune wrote pack.json
     points = [RunFolder(Path(c.paths.output_dir)).inspect(c) for c in configs]
     held = [str(p.path) for p in points if p.checkpoint is not None]
     if held:
@@ -201,18 +203,22 @@ def train_packed(cfg: DictConfig, members: list[dict[str, Any]]) -> list[dict[st
     datamodule.setup("fit")
     run.load_weights()
     pack.claim(cfg)
-    packed = PackedModule(modules, labels)
-    log.info("Training %d grid points in one pack (%s), precision %s", len(labels), ", ".join(labels), precision[0])
-    failed = True
     try:
-        fit_started = time.perf_counter()
-        trainer.fit(packed, datamodule=datamodule, ckpt_path=pack.checkpoint)
-        seconds = {"fit": time.perf_counter() - fit_started, "test": 0.0, "total": time.perf_counter() - started}
-        failed = False
+        packed = PackedModule(modules, labels)
+        log.info("Training %d grid points in one pack (%s), precision %s", len(labels), ", ".join(labels),
+                 precision[0])
+        failed = True
+        try:
+            fit_started = time.perf_counter()
+            trainer.fit(packed, datamodule=datamodule, ckpt_path=pack.checkpoint, weights_only=True)
+            seconds = {"fit": time.perf_counter() - fit_started, "test": 0.0, "total": time.perf_counter() - started}
+            failed = False
+        finally:
+            finish(trainer.loggers, failed)
+        return [_finish_point(k, config, folder, packed, trainer, datamodule, seconds, precision, pack)
+                for k, (config, folder) in enumerate(zip(configs, points))]
     finally:
-        finish(trainer.loggers, failed)
-    return [_finish_point(k, config, folder, packed, trainer, datamodule, seconds, precision, pack)
-            for k, (config, folder) in enumerate(zip(configs, points))]
+        pack.release()
 
 
 def _finish_point(k: int, cfg: DictConfig, folder: RunFolder, packed: PackedModule, trainer: L.Trainer, datamodule,
@@ -224,6 +230,14 @@ def _finish_point(k: int, cfg: DictConfig, folder: RunFolder, packed: PackedModu
         record_outcome(cfg, TrainingError(packed.failed[k] or "no validation epoch ran"))
         return {"status": "failed", "error": packed.failed[k]}
     folder.claim(cfg)
+    try:
+        return _write_point(k, cfg, folder, packed, trainer, datamodule, seconds, precision, pack)
+    finally:
+        folder.release()
+
+
+def _write_point(k: int, cfg: DictConfig, folder: RunFolder, packed: PackedModule, trainer: L.Trainer, datamodule,
+                 seconds: dict[str, float], precision: tuple[str, str], pack: RunFolder) -> dict[str, Any]:
     best = packed.best[k]
     checkpoint = folder.path / "checkpoints" / f"epoch{best['epoch']:03d}.ckpt"
     checkpoint.parent.mkdir(parents=True, exist_ok=True)

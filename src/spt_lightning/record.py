@@ -63,7 +63,7 @@ def selected_epoch(trainer: L.Trainer) -> dict[str, Any]:
     ckpt = next((cb for cb in trainer.checkpoint_callbacks if cb.monitor == "val/acc1"), None)
     if ckpt is None or not ckpt.best_model_path:
         return {"epoch": trainer.current_epoch, "epochs": epochs, "val_acc1": last, "last_val_acc1": last, "path": None}
-    epoch = torch.load(ckpt.best_model_path, map_location="cpu", weights_only=False)["epoch"]
+    epoch = torch.load(ckpt.best_model_path, map_location="cpu", weights_only=True)["epoch"]
     return {"epoch": epoch + 1, "epochs": epochs, "val_acc1": _float(ckpt.best_model_score), "last_val_acc1": last,
             "path": ckpt.best_model_path}
 
@@ -122,10 +122,19 @@ def exit_code(error: BaseException) -> int:
 
 def record_outcome(cfg: DictConfig, error: BaseException) -> Path | None:
     """results.json with status ``failed`` or ``interrupted`` and the error, so that reports show the run;
-    returns its path. Never written for a refused folder, nor over a finished run's results.
+    returns its path. Written only into a folder of the project's (its marker taken, or created in a new
+    one): never for a refused folder, another tool's or one a live run holds, nor over a finished run's
+    results.
     """
+    from .runs import check_owned, take_marker
+
     output_dir = Path(cfg.paths.output_dir)
     if isinstance(error, RunFolderError) or finished(output_dir / RESULTS):
+        return None
+    try:
+        check_owned(output_dir)
+        take_marker(output_dir).close()
+    except (RunFolderError, OSError):
         return None
     write_results(output_dir, {
         "status": "interrupted" if interrupted(error) else "failed",

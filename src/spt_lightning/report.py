@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import SptError
+from .files import file_name
 from .published import AUTHORS_FORM, SOURCES, convention, published, standing
 from .results import RESULTS, read_results
 from .settings import INIT_KEYS, settings
@@ -348,7 +349,7 @@ def analysis_figures(runs: list[dict[str, Any]], out: Path) -> list[Path]:
             title = (f"{run['task']} {run['method']} {run.get('prompt_init') or ''} P{run['prompt_length']} "
                      f"seed {run.get('seed')}: prompt-token dependence")
             # (numbered: two settings of one method and init, e.g. VIPAMIN's forms, must not share a file)
-            name = f"{i:03d}_{run['method']}_{run.get('prompt_init')}_seed{run.get('seed')}_dependence.png"
+            name = file_name(f"{i:03d}_{run['method']}_{run.get('prompt_init')}_seed{run.get('seed')}_dependence") + ".png"
             written.append(analysis_heatmap(pd.read_csv(path), title, out / "analysis" / name)[0])
     return written
 

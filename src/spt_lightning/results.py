@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import RunFolderError
-from .files import write_atomically
+from .files import home_relative, write_atomically
 
 RESULTS = "results.json"
 
@@ -25,9 +25,10 @@ def read_results(path: Path) -> dict[str, Any]:
 
 
 def write_results(output_dir: Path, results: dict[str, Any]) -> None:
-    # atomic: a report over a sweep that is still running must never read half a file
-    write_atomically(Path(output_dir) / RESULTS,
-                     lambda tmp: tmp.write_text(json.dumps(results, indent=2, default=str)))
+    """Atomically (a report over a sweep that is still running never reads half a file), paths under the
+    home folder as ``~/...``."""
+    text = json.dumps(home_relative(results), indent=2, default=str)
+    write_atomically(Path(output_dir) / RESULTS, lambda tmp: tmp.write_text(text))
 
 
 def finished(path: Path) -> bool:

@@ -12,6 +12,8 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+from .files import home_relative
+
 # Keys that never change what a run computes: where it reads and writes, how it logs and shows progress,
 # how it treats an existing folder. Prefixes end in ".". NOTE: data.num_workers is a setting: each
 # loader worker has its own random stream, so random augmentations depend on the worker count.
@@ -38,7 +40,9 @@ def neutral(key: str) -> bool:
 
 
 def settings(config: dict[str, Any]) -> dict[str, Any]:
-    """The flat ``{key: value}`` settings of a resolved config (a run's ``results.json["config"]``)."""
+    """The flat ``{key: value}`` settings of a resolved config (a run's ``results.json["config"]``); paths
+    under the home folder compare as ``~/...`` (as results.json records them)."""
+    config = home_relative(config)
     paths = {name: str(config.get("paths", {}).get(name) or "") for name in PLACEHOLDERS}
     # longest first: an output_dir inside log_dir becomes <run>, not <logs>/...
     swaps = sorted(((value, PLACEHOLDERS[name]) for name, value in paths.items() if value), key=lambda s: -len(s[0]))

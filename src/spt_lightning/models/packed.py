@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .prompted_vit import PromptedViT
+from .prompts import check_shape
 
 
 class PackedPrompts(nn.Module):
@@ -43,6 +44,7 @@ class PackedPrompts(nn.Module):
         """Write the same initial ``values [layers, P, D]`` (SPT's prototypes) into every set, in place."""
         with torch.no_grad():
             for s in self.sets:
+                check_shape(values, s)
                 s.copy_(values.to(s))
 
     def forward(self, layer: int, batch_size: int) -> torch.Tensor:

@@ -9,6 +9,16 @@ from torch import nn
 
 from ..errors import check_number
 
+# More prompt tokens per layer than any ViT has patch tokens (ViT-H/14 at 518 px: 1,369) is a typo, refused
+# before the tensor is allocated.
+MAX_LENGTH = 10_000
+
+
+def check_shape(values: torch.Tensor, prompts: torch.Tensor) -> None:
+    if tuple(values.shape) != tuple(prompts.shape):
+        raise ValueError(f"initial prompt values of shape {tuple(values.shape)} for prompts of shape "
+                         f"{tuple(prompts.shape)} [layers, P, dim]")
+
 
 class Prompts(nn.Module):
     """``num_layers`` sets of ``length`` prompt tokens of width ``dim``.
@@ -27,7 +37,7 @@ class Prompts(nn.Module):
 
     def __init__(self, num_layers: int, length: int, dim: int, dropout: float = 0.0, patch_fan_in: int = 3 * 16 * 16):
         super().__init__()
-        check_number("prompt.length", length, 1, integer=True,
+        check_number("prompt.length", length, 1, MAX_LENGTH, integer=True, high_open=False,
                      hint=": a prompted method needs at least one prompt token per layer. Set prompt.length to a "
                           "positive number (the paper uses 1-200), or to null for no prompts (as method=linear has it).")
         check_number("prompt.dropout", dropout, 0, 1)
@@ -50,7 +60,9 @@ class Prompts(nn.Module):
         nn.init.uniform_(self.embeddings, -bound, bound)
 
     def assign(self, values: torch.Tensor) -> None:
-        """Write initial ``values [layers, P, D]`` (SPT's prototypes) into the prompts, in place."""
+        """Write initial ``values [layers, P, D]`` (SPT's prototypes) into the prompts, in place; values of
+        another shape are an error (``copy_`` would broadcast them)."""
+        check_shape(values, self.embeddings)
         with torch.no_grad():
             self.embeddings.copy_(values.to(self.embeddings))
 

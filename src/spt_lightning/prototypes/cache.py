@@ -32,14 +32,18 @@ def cache_key(parts: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 
-def load(path: Path) -> dict[str, Any] | None:
-    """The cached entry, or ``None`` when there is none or it cannot be read (a warned miss)."""
+def load(path: Path, shape: tuple[int, ...]) -> dict[str, Any] | None:
+    """The cached entry, or ``None`` when there is none or it is not an entry of prompts of ``shape``
+    (``[layers, P, dim]``): unreadable, another kind of file, another shape (a warned miss)."""
     if not path.is_file():
         return None
     try:
         entry = torch.load(path, map_location="cpu", weights_only=True)
         if not isinstance(entry, dict) or not isinstance(entry.get("prompts"), torch.Tensor) or "stats" not in entry:
             raise ValueError("not a prototype cache entry")
+        if tuple(entry["prompts"].shape) != tuple(shape) or not entry["prompts"].is_floating_point():
+            raise ValueError(f"prompts of shape {tuple(entry['prompts'].shape)} ({entry['prompts'].dtype}), "
+                             f"this run's are {tuple(shape)}")
         return entry
     except Exception as err:  # truncated, garbage, written by something else
         log.warning("Prototype cache entry %s is unreadable (%s): computing the prototypes again", path, err)

@@ -207,7 +207,8 @@ class PrototypeInit(Callback):
         model = pl_module.model
         loader = self._loader(trainer.datamodule)
         path = self.cache_dir / f"{self._key(trainer, pl_module, loader)}.pt" if self.cache_dir else None
-        if path is not None and (hit := cache.load(path)) is not None:
+        shape = (model.prompts.num_layers, model.prompts.length, model.vit.embed_dim)
+        if path is not None and (hit := cache.load(path, shape)) is not None:
             log.info("Prototype cache hit: %s (no data pass)", path)
             return {"prompts": hit["prompts"], "stats": {**hit["stats"], "cache": "hit"}}
         if self.strategy == "vipamin":

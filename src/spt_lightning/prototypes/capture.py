@@ -43,6 +43,8 @@ class TokenReservoir:
             self._compact()
 
     def _compact(self) -> None:
+        if not self.chunks:  # nothing seen (every image of the pass skipped as unreadable)
+            return
         keys, tokens = torch.cat(self.keys), torch.cat(self.chunks)
         if len(keys) > self.capacity:
             keep = torch.topk(keys, self.capacity, largest=False).indices.sort().values
