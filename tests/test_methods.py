@@ -56,7 +56,10 @@ HEAD = {"vit.head.weight", "vit.head.bias"}
     (Method("vpt"), 2, {"prompts.embeddings"}),
     (GatedPrompts(), 2, {"prompts.embeddings", "prompt_update.logits"}),
     (KVPrompts(length=3), 2, {"prompts.embeddings"} | {f"vit.blocks.{i}.attn.kv" for i in range(BLOCKS)}),
-    (LoRA(rank=4), None, {f"vit.blocks.{i}.attn.qkv.lora_{m}.default.weight" for i in range(BLOCKS) for m in "AB"}),
+    (LoRA(rank=4), None, {f"vit.blocks.{i}.attn.lora.{s}.{m}.weight" for i in range(BLOCKS) for s in "qv"
+                          for m in ("down", "up")}),
+    (LoRA(rank=4, targets=["qkv"]), None, {f"vit.blocks.{i}.attn.qkv.lora_{m}.default.weight" for i in range(BLOCKS)
+                                           for m in "AB"}),
     (Adapter(bottleneck=8), None, {f"vit.blocks.{i}.mlp.{m}.{t}" for i in range(BLOCKS) for m in ("down", "up")
                                    for t in ("weight", "bias")}),
 ])
@@ -81,7 +84,8 @@ def _loader(n=48):
     return DataLoader(TensorDataset(x, y), batch_size=16, shuffle=True)
 
 
-@pytest.mark.parametrize("method,length", [(LoRA(rank=4), None), (Adapter(bottleneck=8), None),
+@pytest.mark.parametrize("method,length", [(LoRA(rank=4), None), (LoRA(rank=4, targets=["qkv"]), None),
+                                           (Adapter(bottleneck=8), None),
                                            (GatedPrompts(gate_init=0.0), 2), (KVPrompts(length=3), 2)])
 def test_training_moves_the_methods_tensors_and_leaves_the_rest_bit_identical(tmp_path, method, length):
     module = _module(method, length, deep=not isinstance(method, GatedPrompts))
@@ -95,7 +99,7 @@ def test_training_moves_the_methods_tensors_and_leaves_the_rest_bit_identical(tm
     assert set(module.trainable_groups()) == ({"head", "added", "prompts"} if length else {"head", "added"})
 
 
-@pytest.mark.parametrize("method", [LoRA(rank=4), Adapter(bottleneck=8)])
+@pytest.mark.parametrize("method", [LoRA(rank=4), LoRA(rank=4, targets=["qkv"]), Adapter(bottleneck=8)])
 def test_lora_and_adapters_start_as_the_frozen_model(method):
     x = torch.randn(2, 3, 32, 32)
     frozen = _attached(Method("linear")).eval()
@@ -103,18 +107,41 @@ def test_lora_and_adapters_start_as_the_frozen_model(method):
     assert torch.equal(adapted(x), frozen(x))
     # ... and differ once their zero-initialised half moves
     for name, p in adapted.named_parameters():
-        if ".lora_B." in name or ".up.weight" in name:
+        if ".lora_B." in name or ".up.weight" in name:  # (LoRA's q / v updates: lora.q.up.weight)
             torch.nn.init.normal_(p)
     assert not torch.allclose(adapted(x), frozen(x))
 
 
 def test_lora_scale_is_alpha_over_rank():
-    model = _attached(LoRA(rank=4, alpha=2.0)).eval()
+    model = _attached(LoRA(rank=4, alpha=2.0, targets=["qkv"])).eval()
     qkv = model.vit.blocks[0].attn.qkv
     torch.nn.init.normal_(qkv.lora_B["default"].weight)
     x = torch.randn(5, D)
     delta = x @ qkv.lora_A["default"].weight.T @ qkv.lora_B["default"].weight.T * 0.5
     torch.testing.assert_close(qkv(x), qkv.base_layer(x) + delta)
+
+
+def test_lora_adapts_w_q_and_w_v_only_by_default_as_loras_form():
+    """LoRA's (and NOAH's) form: rank-r updates of W_q and W_v; k, the rest and the module names untouched."""
+    model = _attached(LoRA(rank=4, alpha=2.0)).eval()
+    attn = model.vit.blocks[0].attn
+    for update in attn.lora.values():
+        torch.nn.init.normal_(update.up.weight)
+    x = torch.randn(5, D)
+    frozen = torch.nn.functional.linear(x, attn.qkv.weight, attn.qkv.bias)
+    delta = {s: x @ attn.lora[s].down.weight.T @ attn.lora[s].up.weight.T * 0.5 for s in "qv"}
+    q, k, v = attn.qkv(x).chunk(3, dim=-1)
+    fq, fk, fv = frozen.chunk(3, dim=-1)
+    torch.testing.assert_close(q, fq + delta["q"])
+    torch.testing.assert_close(v, fv + delta["v"])
+    assert torch.equal(k, fk) and isinstance(attn.qkv, torch.nn.Linear)  # VIPAMIN still reads attn.qkv
+
+    def learnable(method):
+        return sum(p.numel() for n, p in _attached(method).named_parameters() if p.requires_grad and "head" not in n)
+
+    # the same count in both forms (so the published 0.29 M of ViT-B/16 cannot tell them apart)
+    assert learnable(LoRA(rank=8)) == BLOCKS * 2 * (8 * D + D * 8)
+    assert learnable(LoRA(rank=8, targets=["qkv"])) == BLOCKS * (8 * D + 3 * D * 8) == learnable(LoRA(rank=8))
 
 
 def test_gated_prompts_mix_each_blocks_prompt_input_and_output():
@@ -158,7 +185,8 @@ def test_kv_prompts_extend_keys_and_values_and_are_off_for_the_prototype_pass():
 def test_lora_without_peft_says_what_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "peft", None)
     with pytest.raises(ConfigError, match=r"pip install 'spt-lightning\[peft\]'"):
-        _attached(LoRA())
+        _attached(LoRA(targets=["qkv"]))
+    assert _attached(LoRA()).vit.blocks[0].attn.lora  # LoRA's own form (q, v) needs no peft
 
 
 @pytest.mark.parametrize("bad,key", [("method.rank=0", "method.rank"), ("method.targets=[nope]", "method.targets")])
