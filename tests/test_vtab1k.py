@@ -117,11 +117,36 @@ def _folder(root, sizes):
 def test_check_and_provenance_compare_a_folder_with_the_standard_sizes(tmp_path):
     task = {"name": "vtab/kitti_dist", "kind": "vtab", "num_classes": 4, "data_dir": str(tmp_path)}
     _folder(tmp_path, vtab1k.expected_sizes("kitti_dist"))
-    assert provenance(task) == {"standard": True, "how": "a vtab-1k folder whose split sizes match VTAB-1k's"}
+    assert provenance(task) == {"standard": True, "how": "a vtab-1k folder whose split sizes match VTAB-1k's",
+                                "images": "unknown"}  # (no image files written here)
     assert provenance(task, fraction=0.5)["standard"] is False
     _folder(tmp_path, {**vtab1k.expected_sizes("kitti_dist"), "test": 700})
     assert provenance(task)["standard"] is False
-    problems = check_task(task)["problems"]
-    assert any("test.txt lists 700 images; VTAB-1k's test split of kitti_dist has 711" in p for p in problems)
+    report = check_task(task)  # other sizes: a note, not a problem (a clean small folder still checks ok)
+    assert any("test.txt lists 700 images; VTAB-1k's test split of kitti_dist has 711" in n for n in report["notes"])
+    assert not any("lists 700 images" in p for p in report["problems"])
     (tmp_path / "splits.json").write_text(json.dumps({"standard": False, "how": "a seeded draw"}))
-    assert provenance(task) == {"standard": False, "how": "a seeded draw"}
+    assert provenance(task)["how"] == "a seeded draw"
+
+
+@pytest.mark.parametrize("formats, expected", [(["PNG"], "lossless"), (["JPEG"], "jpeg"), (["PNG", "JPEG"], "mixed")])
+def test_provenance_names_the_image_format_and_check_notes_jpeg(tmp_path, capsys, formats, expected):
+    from PIL import Image
+
+    from spt_lightning.data.__main__ import main as data_main
+
+    root = tmp_path / "vtab-1k" / "dtd"
+    (root / "images").mkdir(parents=True)
+    lines = []
+    for i in range(6):
+        fmt = formats[i % len(formats)]
+        name = f"images/{i}.{fmt.lower()}"
+        Image.new("RGB", (20, 30), (i * 30, 0, 0)).save(root / name, format=fmt)
+        lines.append(f"{name} {i % 2}")
+    for split in vtab1k.SPLIT_FILES.values():
+        (root / split).write_text("\n".join(lines) + "\n")
+    task = {"name": "vtab/dtd", "kind": "vtab", "num_classes": 47, "data_dir": str(root)}
+    assert provenance(task)["images"] == expected
+    assert data_main(["check", "task=vtab/dtd", f"paths.data_dir={tmp_path}"]) == 1  # (overlapping splits here)
+    out = capsys.readouterr().out
+    assert f"images: {expected}" in out and ("JPEG re-encoding" in out) == (expected != "lossless")

@@ -73,7 +73,7 @@ def published_rows(settings, shown, published_for) -> pd.DataFrame:
         for name, values in {**e["tasks"], **{g: [v] for g, v in e["groups"].items() if v is not None}}.items():
             if name in numbers:
                 rows.append({"setting": label(key, shown), "name": name, "ours": sum(values) / len(values),
-                             "std": pd.Series(values).std(), "published": numbers[name][0]})
+                             "std": pd.Series(values).std(), "published": numbers[name].top1})
     return pd.DataFrame(rows)
 
 

@@ -46,7 +46,8 @@ def format_summary(r: dict[str, Any]) -> str:
     sel = r["selection"]
     rows = [
         ("task", f"{r['task']} (protocol {r['protocol']})"),
-        ("splits", ("standard: " if r["splits"]["standard"] else "not the papers' splits: ") + r["splits"]["how"]),
+        ("splits", ("standard: " if r["splits"]["standard"] else "not the papers' splits: ") + r["splits"]["how"]
+         + (f"; images {r['splits']['images']}" if r["splits"].get("images") not in (None, "in memory") else "")),
         ("method", f"{r['method']} (prompt length {r['prompt_length']}, {'deep' if r['prompt_deep'] else 'shallow'})"
          if r["prompt_length"] else r["method"]),
         ("backbone", f"{r['backbone']} @ {r['img_size']}px, pretrain {r['pretrain']}"),

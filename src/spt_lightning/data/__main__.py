@@ -46,7 +46,10 @@ def main(argv: list[str] | None = None) -> int:
         from .check import check_task
 
         report = check_task(_task_config(args.overrides))
-        print(f"{report['task']} at {report['root']}: " + ", ".join(f"{s} {n}" for s, n in report["counts"].items()))
+        print(f"{report['task']} at {report['root']}: " + ", ".join(f"{s} {n}" for s, n in report["counts"].items())
+              + f"; images: {report['images']}")
+        for note in report["notes"]:
+            print(f"  note: {note}")
         for problem in report["problems"]:
             print(f"  {problem}")
         print("ok" if not report["problems"] else f"{len(report['problems'])} problem(s)")

@@ -1,6 +1,7 @@
-"""Which splits a run used, and whether they are the splits the papers used (so that a published number
-may stand beside its result). ``prepare`` writes ``splits.json`` into the folder it fills; a folder
-without one is judged by its split sizes (VTAB-1k) or its kind."""
+"""Which splits a run used, whether they are the splits the papers used (so that a published number
+may stand beside its result), and what its images are (JPEG or lossless: ``image_format``). ``prepare``
+writes ``splits.json`` into the folder it fills; a folder without one is judged by its split sizes
+(VTAB-1k) or its kind."""
 
 from __future__ import annotations
 
@@ -37,4 +38,44 @@ def provenance(task: dict[str, Any], fraction: float = 1.0) -> dict[str, Any]:
         out = {"standard": False, "how": f"task kind {kind}"}
     if fraction < 1.0:
         out = {"standard": False, "how": f"{out['how']}; data.fraction={fraction} of the training split"}
-    return out
+    return {**out, "images": image_format(task)}
+
+
+# The first bytes of each image format: JPEG is lossy; the others the project meets are lossless.
+MAGIC = {b"\xff\xd8\xff": "jpeg", b"\x89PNG": "lossless", b"BM": "lossless", b"II*\x00": "lossless",
+         b"MM\x00*": "lossless"}
+
+
+def image_format(task: dict[str, Any], sample: int = 64) -> str:
+    """``jpeg``, ``lossless``, ``mixed`` or ``in memory``: what the task's images are, read cheaply from the
+    first bytes of up to ``sample`` files spread over its split lists (a VTAB-1k folder from NOAH's script
+    holds JPEGs, one written by ``prepare`` PNGs; the difference moves some tasks by points)."""
+    from .tasks import SPLIT_FILES, SPLIT_READERS, folder_items
+
+    kind = task["kind"]
+    if kind not in (*SPLIT_READERS, "folder"):
+        return "in memory"
+    root = Path(str(task["data_dir"]))
+    try:
+        if kind == "folder":
+            items = [rel for s in ("train", "val", "test") for rel, _ in folder_items(root, s)[1]]
+            image_dir = root
+        else:
+            items = [rel for name in SPLIT_FILES[kind].values() if (root / name).is_file()
+                     for rel, _ in SPLIT_READERS[kind](root / name)]
+            image_dir = root / task.get("image_dir", "")
+    except Exception:  # noqa: BLE001 - an unreadable list is reported by the run or by `data check`
+        return "unknown"
+    step = max(1, len(items) // sample)
+    found = set()
+    for rel in items[::step][:sample]:
+        path = image_dir / rel
+        try:
+            if not path.is_file():  # missing, or a FIFO that a read would hang on
+                continue
+            with path.open("rb") as f:
+                head = f.read(4)
+        except OSError:
+            continue
+        found.add(next((fmt for magic, fmt in MAGIC.items() if head.startswith(magic)), "other"))
+    return "unknown" if not found else found.pop() if len(found) == 1 else "mixed"
