@@ -11,7 +11,7 @@ KW = {k: v for k, v in TINY.items() if k != "img_size"}
 
 def _built(arch, num_classes, img_size, **kwargs):
     """As a run builds a backbone: the architecture for the weights (``build_vit``), then ``Pretrain.load``."""
-    pretrain = Pretrain(**{k: kwargs.pop(k) for k in ("source", "tag", "file", "format", "global_pool", "strict", "hint")
+    pretrain = Pretrain(**{k: kwargs.pop(k) for k in ("source", "tag", "file", "format", "head_feature", "strict", "hint")
                            if k in kwargs})
     vit = build_vit(arch, num_classes=num_classes, img_size=img_size, pretrain=pretrain, **kwargs)
     pretrain.load(vit)
@@ -92,7 +92,7 @@ def test_mae_with_average_pooling_moves_the_final_norm_to_fc_norm(tmp_path):
         source.norm.weight.uniform_(0.5, 1.5)
     path = _save(tmp_path, {"model": source.state_dict()})
     model = _built(ARCH, num_classes=3, img_size=32, source="file", file=str(path), format="mae",
-                      global_pool="avg", **KW).eval()
+                      head_feature="patch_mean", **KW).eval()
     torch.testing.assert_close(model.fc_norm.weight, source.norm.weight)
     pooled = source.norm(source.blocks(source.norm_pre(source._pos_embed(source.patch_embed(x))))[:, 1:].mean(1))
     torch.testing.assert_close(model.forward_head(model.forward_features(x), pre_logits=True), pooled)
@@ -109,12 +109,23 @@ def test_mocov3_takes_the_base_encoder(tmp_path):
     torch.testing.assert_close(model.forward_features(x), source.forward_features(x))
 
 
-def test_mocov3_linear_probe_checkpoint_is_refused_with_the_right_file_named(tmp_path):
-    source, _ = _source_and_input()
-    sd = {f"module.{k}": v for k, v in source.state_dict().items()}
-    sd |= {"module.head.weight": torch.zeros(1000, 64), "module.head.bias": torch.zeros(1000)}
-    path = _save(tmp_path, {"epoch": 90, "arch": "vit_base", "state_dict": sd}, name="linear-vit-b-300ep.pth.tar")
-    with pytest.raises(BackboneError, match=r"linear-vit-b-300ep.pth.tar.*linear-probe.*vit-b-300ep.pth.tar"):
+def test_mocov3_linear_probe_checkpoint_gives_the_same_encoder_and_says_its_head_was_dropped(tmp_path, caplog):
+    source, x = _source_and_input()
+    sd = {f"module.{k}": v for k, v in source.state_dict().items() if not k.startswith("head.")}
+    sd |= {"module.head.weight": torch.ones(1000, 64), "module.head.bias": torch.ones(1000)}  # main_lincls.py's layout
+    path = _save(tmp_path, {"epoch": 90, "arch": "vit_base", "state_dict": sd, "best_acc1": 76.7,
+                            "optimizer": {"state": {}}}, name="linear-vit-b-300ep.pth.tar")
+    with caplog.at_level("INFO"):
+        model = _built(ARCH, num_classes=3, img_size=32, source="file", file=str(path), format="mocov3", **KW).eval()
+    torch.testing.assert_close(model.forward_features(x), source.forward_features(x))
+    assert model.head.weight.shape == (3, 64) and not torch.equal(model.head.weight, torch.ones(3, 64))
+    (line,) = [r.getMessage() for r in caplog.records if "linear-probe" in r.getMessage()]
+    assert "head dropped" in line and "sanity_check" in line
+
+
+def test_a_checkpoint_of_neither_mocov3_format_names_both(tmp_path):
+    path = _save(tmp_path, {"state_dict": {"encoder.layer.0.weight": torch.zeros(2)}}, name="other.pth.tar")
+    with pytest.raises(BackboneError, match=r"neither MoCo v3 checkpoint.*vit-b-300ep.pth.tar.*linear-vit-b-300ep"):
         _built(ARCH, num_classes=3, img_size=32, source="file", file=str(path), format="mocov3", **KW)
 
 
@@ -149,7 +160,7 @@ def test_hub_weights_load_into_the_built_architecture_as_timm_loads_them(tmp_pat
     torch.manual_seed(0)
     path = _save(tmp_path, tiny_vit(img_size=64, num_classes=21843).state_dict())
     kw = dict(KW, pretrained_cfg_overlay={"file": str(path)})
-    pretrain = Pretrain(source="timm", tag="augreg_in21k", global_pool="token")
+    pretrain = Pretrain(source="timm", tag="augreg_in21k", head_feature="cls_token")
     vit = build_vit(ARCH, num_classes=3, img_size=32, pretrain=pretrain, **kw)
     fresh = {k: v.clone() for k, v in vit.state_dict().items()}
     pretrain.load(vit)
@@ -203,7 +214,7 @@ def _save_google_npz(vit, path):
     return path
 
 
-@pytest.mark.parametrize("pool", ["token", "avg"])
+@pytest.mark.parametrize("pool", ["cls_token", "patch_mean"])
 def test_google_npz_loads_as_the_same_weights_saved_by_torch(tmp_path, pool):
     torch.manual_seed(0)
     source = tiny_vit(img_size=64)  # 16x16 grid in the file, 8x8 in the model: resampled like any checkpoint
@@ -212,13 +223,13 @@ def test_google_npz_loads_as_the_same_weights_saved_by_torch(tmp_path, pool):
             p.add_(0.1 * torch.randn_like(p))
     npz = _save_google_npz(source, tmp_path / "imagenet21k_tiny.npz")
     pth = _save(tmp_path, source.state_dict())
-    from_npz = _built(ARCH, num_classes=3, img_size=32, source="file", file=str(npz), global_pool=pool, **KW)
-    from_pth = _built(ARCH, num_classes=3, img_size=32, source="file", file=str(pth), global_pool=pool, **KW)
+    from_npz = _built(ARCH, num_classes=3, img_size=32, source="file", file=str(npz), head_feature=pool, **KW)
+    from_pth = _built(ARCH, num_classes=3, img_size=32, source="file", file=str(pth), head_feature=pool, **KW)
     backbone = {k: v for k, v in from_pth.state_dict().items() if not k.startswith("head.")}
     assert backbone.keys() <= from_npz.state_dict().keys()
     for name, value in backbone.items():
         torch.testing.assert_close(from_npz.state_dict()[name], value, msg=name)
-    if pool == "avg":
+    if pool == "patch_mean":
         torch.testing.assert_close(from_npz.fc_norm.weight, source.norm.weight)
 
 
@@ -230,3 +241,17 @@ def test_bad_npz_files_are_named(tmp_path):
     shallow = _save_google_npz(tiny_vit(depth=2), tmp_path / "shallow.npz")
     with pytest.raises(BackboneError, match="does not fit VisionTransformer.*check backbone.arch"):
         load_pretrained(tiny_vit(), shallow)  # depth 3 looks for encoderblock_2
+
+
+def test_a_run_on_mocov3s_linear_probe_checkpoint_trains_and_says_the_head_was_dropped(tmp_path, caplog):
+    """pretrain=mocov3 pretrain.file=<linear-vit-b-300ep.pth.tar>, as VPT's and SPT's READMEs link it."""
+    from test_runs import _run
+
+    vit = tiny_vit(num_classes=1000, depth=2)
+    sd = {f"module.{k}": v for k, v in vit.state_dict().items()}  # main_lincls.py: the DDP-wrapped linear model
+    path = _save(tmp_path, {"epoch": 90, "arch": "vit_base", "state_dict": sd, "best_acc1": 76.7},
+                 name="linear-vit-b-300ep.pth.tar")
+    with caplog.at_level("INFO"):
+        results = _run(tmp_path / "run", "pretrain=mocov3", f"pretrain.file={path}", "backbone=vit_tiny_test")
+    assert results["status"] == "ok" and results["pretrain"] == "mocov3"
+    assert any("linear-probe" in r.getMessage() and "head dropped" in r.getMessage() for r in caplog.records)

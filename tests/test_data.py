@@ -109,28 +109,42 @@ def test_image_folder_task(tmp_path):
         _dm_with(task=task)
 
 
-def test_vpt_transforms_resize_to_a_square_then_crop():
-    """VPT's FGVC transforms: resize to 256x256 (for 224), random crop + flip for training, center crop for eval."""
+def _authors_steps(name: str, train: bool) -> list:
+    """Each lineage's transforms as its code writes them (torchvision, 224 px; normalisation left out)."""
+    import torchvision.transforms as T
+
+    evaluation = {
+        "resize": [T.Resize((224, 224), interpolation=3)],  # NOAH's VTAB-1k loader
+        "center_crop": [T.Resize(224, interpolation=3), T.CenterCrop(224)],  # SPT Dataset/VTAB.py L51-53 (= L58-60)
+        "vpt": [T.Resize(256), T.CenterCrop(224)],  # VPT src/data/transforms.py L33-36
+        "crop": [T.Resize(256, interpolation=3), T.CenterCrop(224)],  # SPT Dataset/FGVC.py L54-56
+    }
+    training = {
+        "vpt": [T.Resize(256), T.RandomCrop(224), T.RandomHorizontalFlip(0.5)],  # VPT transforms.py L21-25
+        "crop": [T.RandomResizedCrop(224, interpolation=3), T.RandomHorizontalFlip(0.5)],  # SPT FGVC.py L47-49
+    }
+    return training.get(name, evaluation[name]) if train else evaluation[name]
+
+
+@pytest.mark.parametrize("train", [False, True])
+@pytest.mark.parametrize("name", ["resize", "center_crop", "vpt", "crop"])
+def test_each_transform_equals_its_lineages_code_on_a_non_square_image(name, train):
     import numpy as np
+    import torchvision.transforms as T
     from PIL import Image
-    from torchvision.transforms import functional as TF
 
     from spt_lightning.data.transforms import build_transforms
 
-    rng = np.random.default_rng(0)
-    image = Image.fromarray(rng.integers(0, 255, (200, 300, 3), dtype=np.uint8))
-    mean, std = [0.0] * 3, [1.0] * 3
-    evaluated = build_transforms("vpt", 224, mean, std, train=False)(image)
-    expected = TF.to_tensor(TF.center_crop(TF.resize(image, [256, 256]), 224))
-    assert torch.equal(evaluated, expected)
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (200, 300, 3), dtype=np.uint8))  # 300 x 200
     torch.manual_seed(0)
-    trained = build_transforms("vpt", 224, mean, std, train=True)(image)
-    square = TF.to_tensor(TF.resize(image, [256, 256]))
-    assert trained.shape == (3, 224, 224)
-    windows = [square[:, i:i + 224, j:j + 224] for i in range(33) for j in range(33)]
-    assert any(torch.equal(trained, w) or torch.equal(trained, w.flip(-1)) for w in windows)  # a crop of the square
-    with pytest.raises(ValueError, match="resize, vpt, crop"):
-        build_transforms("nope", 224, mean, std, train=True)
+    ours = build_transforms(name, 224, [0.0] * 3, [1.0] * 3, train=train)(image)
+    torch.manual_seed(0)
+    theirs = T.Compose([*_authors_steps(name, train), T.ToTensor()])(image)
+    assert ours.shape == (3, 224, 224) and torch.equal(ours, theirs)
+    if name != "resize" and not train:  # the short side is kept: the middle of the width, not a squashed image
+        assert not torch.equal(ours, build_transforms("resize", 224, [0.0] * 3, [1.0] * 3, train=False)(image))
+    with pytest.raises(ValueError, match="resize, center_crop, vpt, crop"):
+        build_transforms("nope", 224, [0.0] * 3, [1.0] * 3, train=True)
 
 
 def _jpeg_task(root, transform):
@@ -154,7 +168,7 @@ def _jpeg_task(root, transform):
             "transform": transform}
 
 
-@pytest.mark.parametrize("transform", ["resize", "vpt", "crop"])
+@pytest.mark.parametrize("transform", ["resize", "center_crop", "vpt", "crop"])
 @pytest.mark.parametrize("protocol", ["select", "final"])
 def test_images_kept_decoded_give_bit_identical_batches(tmp_path, transform, protocol):
     """data.cache_images: the same tensors, random crops and flips included, with 2 loader workers."""

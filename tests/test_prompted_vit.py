@@ -115,3 +115,65 @@ def test_auto_attention_is_eager_on_cpu_and_fused_on_gpu():
     assert model.attention == "fused"
     model.set_attention("fused", torch.device("cpu"))
     assert model.attention == "fused"
+
+
+# ---- what the head reads, against each lineage's own forward, line for line -----------------------------
+def _authors_tokens(vit, prompts: torch.Tensor, x: torch.Tensor, deep: bool) -> torch.Tensor:
+    """SPT's Models/MAE_vpt.py L19-36 (shallow) and MAE_vpt_deep.py L23-49 (deep); VPT's vit_prompt/vit_mae.py
+    L94-116 is the same walk. ``prompts``: ``[layers, P, D]``."""
+    B = x.shape[0]
+    x = vit.patch_embed(x)
+    cls_tokens = vit.cls_token.expand(B, -1, -1)
+    x = torch.cat((cls_tokens, x), dim=1)
+    x = x + vit.pos_embed
+    num_prompts = prompts.shape[1]
+    x = torch.cat((x[:, :1, :], prompts[0].unsqueeze(0).expand(B, -1, -1), x[:, 1:, :]), dim=1)
+    for i, blk in enumerate(vit.blocks):
+        if i > 0 and deep:
+            x = torch.cat((x[:, :1, :], prompts[i].unsqueeze(0).expand(B, -1, -1), x[:, 1 + num_prompts:, :]), dim=1)
+        x = blk(x)
+    return x
+
+
+def _authors_feature(name: str, vit, tokens: torch.Tensor, num_prompts: int) -> torch.Tensor:
+    if name == "cls_token":  # SPT Models/vpt.py L35-36
+        return vit.norm(tokens)[:, 0]
+    if name == "patch_mean":  # VPT vit_prompt/vit_mae.py L126-128 ("img_pool"), MAE's fc_norm = its final norm
+        return vit.fc_norm(tokens[:, num_prompts + 1:, :].mean(dim=1))
+    if name == "prompt_patch_mean":  # SPT Models/MAE_vpt.py L38-40
+        return vit.norm(tokens[:, 1:, :].mean(dim=1))
+    fc_norm = torch.nn.LayerNorm(tokens.shape[-1], eps=1e-6)  # VPT vit_prompt/vit_mae.py L122-124: a fresh fc_norm
+    return fc_norm(tokens[:, 1:, :].mean(dim=1))
+
+
+@pytest.mark.parametrize("deep", [False, True])
+@pytest.mark.parametrize("name", ["cls_token", "patch_mean", "prompt_patch_mean", "prompt_patch_mean_plain_norm"])
+def test_each_head_feature_equals_its_authors_forward_exactly(name, deep):
+    from spt_lightning.models.heads import HEAD_FEATURES
+
+    torch.manual_seed(0)
+    vit = tiny_vit(global_pool=HEAD_FEATURES[name].timm_pool).eval()
+    with torch.no_grad():  # norms away from 1 and 0, so that the pretrained affine shows
+        for p in vit.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    model = PromptedViT(vit, prompt_length=6, deep=deep, head_feature=name).eval()
+    with torch.no_grad():
+        model.prompts.embeddings.normal_()
+        x = torch.randn(2, 3, 32, 32)
+        ours = model(x)
+        tokens = _authors_tokens(vit, model.prompts.embeddings, x, deep)
+        theirs = vit.head(_authors_feature(name, vit, tokens, 6))
+    assert torch.equal(ours, theirs), (ours - theirs).abs().max()
+    if HEAD_FEATURES[name].timm_pool == "token":  # the same model and prompts read otherwise: other logits
+        others = [n for n, h in HEAD_FEATURES.items() if h.timm_pool == "token" and n != name]
+        for other in others:
+            model.head_feature = HEAD_FEATURES[other]
+            with torch.no_grad():
+                assert not torch.allclose(model(x), ours), other
+
+
+def test_an_unknown_head_feature_names_the_choices():
+    from spt_lightning.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="pretrain.head_feature='mean': expected one of cls_token, patch_mean"):
+        PromptedViT(tiny_vit(), 4, head_feature="mean")

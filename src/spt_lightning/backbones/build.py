@@ -7,6 +7,7 @@ from typing import Any
 import timm
 from timm.models.vision_transformer import VisionTransformer
 
+from ..models.heads import HEAD_FEATURES
 from .checkpoints import BackboneError
 from .pretrain import Pretrain
 
@@ -20,7 +21,8 @@ def build_vit(arch: str, num_classes: int, img_size: int, pretrain: Pretrain | N
         arch: timm model name, e.g. ``vit_base_patch16_224`` or ``vit_small_patch14_dinov2``.
         num_classes: Classes of the task (the head is always new).
         img_size: Input resolution; position embeddings are resampled to its grid when loaded.
-        pretrain: The weights it will hold: their timm tag (and so timm's pretrained config) and pooling.
+        pretrain: The weights it will hold: their timm tag (and so timm's pretrained config) and the
+            head feature (timm's pooling).
             ``None``: random weights.
         **kwargs: Further timm constructor arguments (depth, embed_dim, patch_size, ...).
     """
@@ -32,8 +34,8 @@ def build_vit(arch: str, num_classes: int, img_size: int, pretrain: Pretrain | N
         tags = [n.split(".", 1)[1] for n in timm.list_pretrained(f"{arch}.*")]
         raise BackboneError(f"timm has no weights '{name}'. Tags of {arch}: {tags or 'none'}; "
                             f"choose a backbone= that has tag '{pretrain.tag}'")
-    if pretrain.global_pool is not None:
-        kwargs["global_pool"] = pretrain.global_pool
+    if pretrain.head_feature is not None:
+        kwargs["global_pool"] = HEAD_FEATURES[pretrain.head_feature].timm_pool
     try:
         model = timm.create_model(name, num_classes=num_classes, img_size=img_size, **kwargs)
     except TypeError as err:  # a non-ViT constructor refusing ViT arguments such as img_size

@@ -4,7 +4,11 @@ Formats (``pretrain.format``):
   ``timm``    a timm state dict, possibly wrapped (``state_dict``/``model``) or DDP-prefixed (``module.``);
   ``mae``     MAE's ``{"model": ...}`` (``mae_pretrain_vit_base.pth``): decoder and mask token dropped;
   ``mocov3``  MoCo v3's self-supervised ``vit-b-300ep.pth.tar``: ``module.base_encoder.*`` taken, the
-              momentum encoder, predictor and projection head dropped.
+              momentum encoder, predictor and projection head dropped; or its linear-probe
+              ``linear-vit-b-300ep.pth.tar`` (the file VPT's, E2VPT's and SPT's READMEs link): ``module.*``
+              taken, the trained ``head`` dropped. Its backbone is the self-supervised encoder's: MoCo v3's
+              ``main_lincls.py`` trains ``head`` only (L163-166) and asserts before saving that every other
+              tensor still equals the pretrained encoder's (``sanity_check``, L434-455).
 A ``.npz`` file is Google's original JAX release (VPT's ``imagenet21k_ViT-B_16.npz``), whatever the format.
 """
 
@@ -56,19 +60,25 @@ def extract_state_dict(checkpoint: dict[str, Any], path: Path, fmt: str = "timm"
     check_format(fmt)
     state_dict = _unwrap(checkpoint)
     if fmt == "mocov3":
-        if not any(k.startswith(MOCO_PREFIX) for k in state_dict):
-            probe = "module.head.weight" in state_dict or "head.weight" in state_dict
-            raise BackboneError(
-                f"{path} is not a MoCo v3 self-supervised checkpoint: it has no '{MOCO_PREFIX}*' keys"
-                + (" but a classification head, as the linear-probe checkpoint (linear-vit-b-300ep.pth.tar) has"
-                   if probe else "")
-                + ". Prompt tuning starts from the self-supervised checkpoint, vit-b-300ep.pth.tar; "
-                  "set pretrain.file to it."
-            )
-        state_dict = _strip(state_dict, MOCO_PREFIX)
+        state_dict = _mocov3_encoder(state_dict, path)
     elif state_dict and all(k.startswith("module.") for k in state_dict):
         state_dict = _strip(state_dict, "module.")  # saved from a DDP-wrapped model
     return {k: v for k, v in state_dict.items() if not k.startswith(_PRETRAINING_ONLY)}
+
+
+def _mocov3_encoder(state_dict: dict[str, torch.Tensor], path: Path) -> dict[str, torch.Tensor]:
+    """The ViT encoder of either MoCo v3 release (see the module docstring), timm-named."""
+    if any(k.startswith(MOCO_PREFIX) for k in state_dict):  # vit-b-300ep.pth.tar
+        return _strip(state_dict, MOCO_PREFIX)
+    plain = _strip(state_dict, "module.") if all(k.startswith("module.") for k in state_dict) else state_dict
+    if {"head.weight", "cls_token", "pos_embed"} <= plain.keys() and any(k.startswith("blocks.") for k in plain):
+        log.info("%s: MoCo v3's linear-probe checkpoint; its encoder is taken (main_lincls.py trains only the head "
+                 "and its sanity_check asserts the rest equals the pretrained encoder) and its trained head "
+                 "dropped", path)
+        return {k: v for k, v in plain.items() if not k.startswith("head.")}
+    raise BackboneError(f"{path} is neither MoCo v3 checkpoint: expected '{MOCO_PREFIX}*' keys (the self-supervised "
+                        f"vit-b-300ep.pth.tar) or 'module.' keys of a ViT with its linear head (linear-vit-b-300ep."
+                        f"pth.tar); found {sorted(state_dict)[:3]}. Set pretrain.file to one of them.")
 
 
 def adapt_state_dict(state_dict: dict[str, torch.Tensor], model: VisionTransformer) -> dict[str, torch.Tensor]:

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 import timm
 from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
 
+from ..errors import check_choice
+from ..models.heads import HEAD_FEATURES
 from .checkpoints import BackboneError, check_format, load_pretrained
 from .dinov2_onnx import bundled_backbone
 
@@ -28,7 +30,9 @@ class Pretrain:
         tag: timm pretrained tag; also selects timm's pretrained config (mean/std) for a local file.
         file: A local checkpoint; it always wins over the hub (an offline copy of the tag's weights).
         format: Checkpoint layout of ``file``: ``timm``, ``mae`` or ``mocov3``.
-        global_pool: ``token`` or ``avg``; ``None`` keeps the architecture's default.
+        head_feature: What the classification head reads (``models.heads.HEAD_FEATURES``: ``cls_token``,
+            ``patch_mean``, ``prompt_patch_mean``, ``prompt_patch_mean_plain_norm``); ``None`` keeps the
+            architecture's own pooling.
         mean, std: Normalisation of the weights' inputs; ``None``: timm's pretrained config of the tag.
         strict: Fail on unexpected or missing backbone keys.
         hint: What the file should be, for the error when ``file`` is needed but missing.
@@ -39,7 +43,7 @@ class Pretrain:
     tag: str | None = None
     file: str | None = None
     format: str = "timm"
-    global_pool: str | None = None
+    head_feature: str | None = None
     mean: Sequence[float] | None = None
     std: Sequence[float] | None = None
     strict: bool = True
@@ -49,6 +53,8 @@ class Pretrain:
         if self.source not in SOURCES:
             raise BackboneError(f"unknown pretrain.source '{self.source}'; choose one of {', '.join(SOURCES)}")
         check_format(self.format)
+        if self.head_feature is not None:
+            check_choice("pretrain.head_feature", self.head_feature, list(HEAD_FEATURES))
         if self.source == "file" and not self.file:
             raise BackboneError(f"pretrain.file is not set: these weights come from a local file"
                                 f"{f' ({self.hint})' if self.hint else ''}. Pass pretrain.file=/path/to/checkpoint")

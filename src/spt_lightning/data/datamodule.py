@@ -21,7 +21,7 @@ from torch.utils.data import ConcatDataset, DataLoader, Dataset, RandomSampler, 
 from ..errors import check_choice, check_number
 from .datasets import ImageDataset, collate_skipping_none
 from .tasks import build_datasets
-from .transforms import build_transforms
+from .transforms import TRANSFORMS, build_transforms
 
 PROTOCOLS = ("select", "tune", "final")
 CACHE_SHARE = 0.25  # data.cache_images=auto keeps decoded images when they take at most this share of free memory
@@ -98,6 +98,7 @@ class TaskDataModule(L.LightningDataModule):
     ):
         super().__init__()
         check_choice("data.protocol", protocol, PROTOCOLS)
+        check_choice("task.transform", task.get("transform", "resize"), TRANSFORMS)
         check_number("data.fraction", fraction, 0, 1, low_open=True, high_open=False,
                      hint=": the part of the training set used")
         check_number("data.batch_size", batch_size, 1, integer=True)

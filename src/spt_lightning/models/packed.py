@@ -77,7 +77,7 @@ class PackedViT(PromptedViT):
         first = models[0]
         vit = copy.copy(first.vit)  # the same blocks and weights; its own module table, so the head is its own
         vit._modules = dict(first.vit._modules)
-        super().__init__(vit, None, deep=first.deep)
+        super().__init__(vit, None, deep=first.deep, head_feature=first.head_feature and first.head_feature.name)
         self.vit.head = PackedHead([m.vit.get_classifier() for m in models])
         self.prompts = PackedPrompts([m.prompts.embeddings for m in models], first.prompts.dropout.p,
                                      first.prompts.patch_fan_in)

@@ -6,10 +6,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import torch
+import torch.nn.functional as F
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
-from ..errors import ConfigError
+from ..errors import ConfigError, check_choice
+from .heads import HEAD_FEATURES
 from .prompts import ExtraTokens, Prompts
 
 ATTENTION = ("auto", "fused", "eager")
@@ -23,8 +25,10 @@ class PromptedViT(nn.Module):
     Token layout inside the blocks: ``[prefix (cls/registers) | prompts | patches]``. Prompts enter
     after position embedding (they have no position). Shallow: one set before block 0, carried
     through all blocks. Deep: a fresh set before every block, replacing the previous block's prompt
-    outputs. Prompts are cut out before the final norm, so timm's pooling and head see exactly the
-    tokens they see without prompts.
+    outputs. The head reads ``head_feature`` (``models.heads``): for ``cls_token`` and ``patch_mean`` the
+    prompts are cut out before the final norm, so timm's pooling and head see exactly the tokens they see
+    without prompts; the ``prompt_patch_mean`` forms average the prompts with the patches, as SPT's and
+    VPT's MAE code do.
 
     Only ``forward_features`` is rewritten; patch embedding, position embedding, blocks, pooling
     and head are timm's own. A method (``spt_lightning.methods``) may add modules to the blocks and a
@@ -36,13 +40,17 @@ class PromptedViT(nn.Module):
         prompt_length: Prompt tokens per layer (P, at least 1); ``None``: no prompts (linear probe, full tuning).
         deep: One prompt set per block instead of one at the input.
         dropout: Dropout on the prompt tokens.
+        head_feature: What the head reads (``models.heads.HEAD_FEATURES``); ``None``: timm's own pooling of
+            ``vit``. The ViT must have been built with that feature's ``timm_pool``.
     """
 
     def __init__(self, vit: VisionTransformer, prompt_length: int | None = None, deep: bool = False,
-                 dropout: float = 0.0):
+                 dropout: float = 0.0, head_feature: str | None = None):
         super().__init__()
         self.vit = vit
         self.deep = deep
+        self.head_feature = None if head_feature is None else HEAD_FEATURES[
+            check_choice("pretrain.head_feature", head_feature, list(HEAD_FEATURES))]
         self.prompts: Prompts | None = None
         self.prompt_update: nn.Module | None = None
         # The backbone's own parameters (what a method adds after construction is not among them).
@@ -163,11 +171,11 @@ class PromptedViT(nn.Module):
                 hook.remove()
         return seen
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+    def tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """Image → the last block's output, prompts included: ``[B, prefix + P + N, D]``, before the final norm."""
         x = self.embed(x)
         if self.prompts is None:
-            x = self.vit.blocks(x)
-            return self.vit.norm(x)
+            return self.vit.blocks(x)
         n, p, b = self.num_prefix_tokens, self.prompt_length, x.shape[0]
         for i, block in enumerate(self.vit.blocks):
             if i == 0:
@@ -178,8 +186,23 @@ class PromptedViT(nn.Module):
             x = block(x)
             if self.prompt_update is not None:
                 x = torch.cat([x[:, :n], self.prompt_update(i, before, x[:, n : n + p]), x[:, n + p :]], dim=1)
-        x = torch.cat([x[:, :n], x[:, n + p :]], dim=1)
-        return self.vit.norm(x)
+        return x
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The final norm's output over the prefix and patch tokens (the prompts cut out): timm's own."""
+        x = self.tokens(x)
+        n, p = self.num_prefix_tokens, self.prompt_length
+        return self.vit.norm(torch.cat([x[:, :n], x[:, n + p :]], dim=1) if p else x)
+
+    def pre_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """The head's input ``[B, D]``, as ``head_feature`` pools it."""
+        feature = self.head_feature
+        if feature is None or not feature.with_prompts:
+            return self.vit.forward_head(self.forward_features(x), pre_logits=True)
+        pooled = self.tokens(x)[:, self.num_prefix_tokens :].mean(dim=1)  # prompts and patches
+        norm = self.vit.norm
+        pooled = norm(pooled) if feature.affine else F.layer_norm(pooled, norm.normalized_shape, eps=norm.eps)
+        return self.vit.head_drop(pooled)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.vit.forward_head(self.forward_features(x))
+        return self.vit.get_classifier()(self.pre_logits(x))
