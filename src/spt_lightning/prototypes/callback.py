@@ -12,6 +12,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
+from ..console import CONSOLE
 from ..data.datasets import content_digest
 from ..errors import check_choice, check_number
 from ..models.prompted_vit import LAYER0
@@ -138,7 +139,8 @@ class PrototypeInit(Callback):
         if prompts is None or not needs_data(self.strategy):
             return
         if trainer.ckpt_path:
-            log.info("Resuming from %s: prompts come from the checkpoint, not re-initialised", trainer.ckpt_path)
+            log.info("Resuming from %s: prompts come from the checkpoint, not re-initialised", trainer.ckpt_path,
+                     extra=CONSOLE)
             return
         started = time.perf_counter()
         # NOTE: the data pass draws from the global RNG (loader seeds); forking keeps training's random
@@ -149,7 +151,7 @@ class PrototypeInit(Callback):
         entry = trainer.strategy.broadcast(entry, src=0)
         prompts.assign(entry["prompts"])  # (a pack of grid points: into every point's prompts)
         self.stats = {**entry["stats"], "time": time.perf_counter() - started}
-        log.info("Prompt init (%s): %s", self.strategy, describe(self.stats))
+        log.info("Prompt init (%s): %s", self.strategy, describe(self.stats), extra=CONSOLE)
         metrics = {"init/time": self.stats["time"]}
         for layer, s in enumerate(self.stats["layers"]):
             metrics[f"init/tokens/layer{layer}"] = s["tokens"]
