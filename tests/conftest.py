@@ -11,7 +11,8 @@ from omegaconf import DictConfig, open_dict
 
 from spt_lightning.config import compose_train
 
-os.environ.setdefault("WANDB_MODE", "offline")
+# No global WANDB_MODE: a test that logs to W&B says offline itself (logger.wandb.offline=true, or a clean
+# environment where wandb has no login), so the path a user takes without WANDB_MODE is the one tested.
 os.environ.setdefault("WANDB_SILENT", "true")
 
 TINY = dict(img_size=32, patch_size=4, embed_dim=64, depth=3, num_heads=2)

@@ -71,7 +71,7 @@ def test_resume_from_checkpoint(tmp_path):
 def test_help_and_cfg_job(tmp_path):
     usage = run_cli(["--help"], tmp_path).stdout
     assert "python -m spt_lightning" in usage and " _base" not in usage and "--cfg job --resolve" in usage
-    assert "  task/fgvc: cars, cub, dogs, flowers, nabirds\n" in usage and "  recipe: demo, spt, spt_fgvc" in usage
+    assert "  task/fgvc: cars, cub, dogs, flowers, nabirds\n" in usage and "demo, fact, repadapter, spt, spt_fgvc" in usage
     cfg = run_cli(["--cfg", "job", "task=fgvc/cub", "prompt.length=50"], tmp_path).stdout
     assert "name: fgvc/cub" in cfg and "length: 50" in cfg
     for line in ("arch: vit_base_patch16_224", "img_size: 224", "name: spt_fgvc", "epochs: 100", "warmup_epochs: 10"):

@@ -452,8 +452,26 @@ def test_sigterm_records_an_interrupted_run_and_exits_non_zero(tmp_path):
 
 
 def test_a_resumed_run_logs_into_its_own_wandb_run(tmp_path):
-    _killed(tmp_path / "run", "trainer.max_epochs=3", "logger=[csv,wandb]")
+    offline = ["logger=[csv,wandb]", "logger.wandb.offline=true"]
+    _killed(tmp_path / "run", "trainer.max_epochs=3", *offline)
     (first,) = (tmp_path / "run" / "wandb").glob("offline-run-*")
-    _run(tmp_path / "run", "trainer.max_epochs=3", "logger=[csv,wandb]")
+    _run(tmp_path / "run", "trainer.max_epochs=3", *offline)
     ids = {p.name.rsplit("-", 1)[1] for p in (tmp_path / "run" / "wandb").glob("offline-run-*")}
     assert ids == {first.name.rsplit("-", 1)[1]}  # `wandb sync` uploads both parts into one run
+
+
+def test_frozen_prompts_keep_their_init_and_only_the_head_trains(tmp_path):
+    """prompt.trainable=false (the paper's Table 1a): the prompts keep the prototypes the init wrote, only the
+    head learns, and the checkpoint still holds the prompts (a resumed run must not lose them)."""
+    cache = tmp_path / "cache"
+    results = _run(tmp_path / "run", "prompt.trainable=false", "prompt.length=3", cache=cache)
+    head = 64 * 4 + 4  # the tiny ViT's width x the synthetic task's classes
+    assert results["parameters"]["learnable"] == head and results["parameters"]["learnable_without_head"] == 0
+    (entry,) = cache.glob("*.pt")
+    prototypes = torch.load(entry, weights_only=True)["prompts"]
+    saved = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    assert torch.equal(saved["model.prompts.embeddings"], prototypes.to(saved["model.prompts.embeddings"].dtype))
+    trained = _run(tmp_path / "trained", "prompt.length=3", cache=cache)
+    assert trained["parameters"]["learnable"] == head + 2 * 3 * 64
+    with pytest.raises(SptError, match="prompt.trainable='no': expected true or false"):
+        _run(tmp_path / "bad", "prompt.trainable=no")

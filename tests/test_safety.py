@@ -460,6 +460,7 @@ def test_what_a_run_records_names_no_home_folder(tmp_path, monkeypatch):
     home = tmp_path / "home" / "someone"
     home.mkdir(parents=True)
     monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)  # no login: logged offline
     logged = []
     monkeypatch.setattr(WandbLogger, "log_hyperparams", lambda self, params, *a, **k: logged.append(params))
     run = home / "runs" / "a"

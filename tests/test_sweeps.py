@@ -71,12 +71,9 @@ def test_wandb_offline_run_folder_has_config_and_summary(tmp_path):
 
 def test_wandb_summary_holds_the_selected_epochs_val_accuracy(tmp_path, monkeypatch):
     """Not the last epoch's value W&B kept from the history: the epoch the run selected."""
-    from lightning.pytorch.loggers import WandbLogger
+    from spt_lightning.loggers import WandbRun, finish, summarise
 
-    from spt_lightning.loggers import finish, summarise
-
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    logger = WandbLogger(save_dir=str(tmp_path), offline=True, project="t")
+    logger = WandbRun(save_dir=str(tmp_path), offline=True, project="t")
     logger.experiment.log({"val/acc1": 0.80, "epoch": 4})  # the last epoch
     results = {"task": "demo/synthetic", "method": "spt_deep", "pretrain": "random", "prompt_length": 2, "seed": 0,
                "selection": {"epoch": 2, "epochs": 5, "val_acc1": 0.95, "last_val_acc1": 0.80},
@@ -253,6 +250,80 @@ def test_study_on_the_joblib_launcher_and_resumed_on_the_basic_one(tmp_path):
     assert {p for p in after if after[p] != stamps.get(p)} == {victim / "results.json"}
 
 
+@pytest.mark.slow
+def test_study_on_submitits_local_launcher_requeued_jobs_resume_bit_identical(tmp_path):
+    """submitit, as on SLURM but on this machine (hydra/launcher=submitit_local): grid points and final runs as
+    separate submitit jobs in the study's folder, the table printed, a second invocation reusing every run. In a
+    second study each job gets submitit's preemption signal (SIGUSR2) after its second epoch: submitit
+    checkpoints the job and requeues it, the requeued job continues from its last.ckpt (resume=auto) and ends
+    bit-identical to the uninterrupted study's."""
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    import torch
+
+    tests = Path(__file__).parent
+    env = {**os.environ, "SPT_LOG_DIR": str(tmp_path / "logs"), "SPT_CACHE": str(tmp_path / "cache"),
+           "WANDB_MODE": "offline", "PYTHONPATH": os.pathsep.join([str(tests), os.environ.get("PYTHONPATH", "")])}
+    args = [*FAST, "model.optimizer.lr=0.02,0.001", "--seeds", "1", "trainer.max_epochs=4",
+            "+callbacks.requeue={_target_: submitit_helper.RequeueOnce}", "hydra/launcher=submitit_local",
+            "hydra.launcher.timeout_min=10"]
+
+    def tune(study: str, **extra: str) -> subprocess.CompletedProcess:
+        done = subprocess.run([sys.executable, "-m", "spt_lightning.tune", *args, "--out", str(tmp_path / study)],
+                              capture_output=True, text=True, env={**env, **extra}, timeout=900)
+        assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+        return done
+
+    done = tune("whole")
+    assert "| demo/synthetic |" in done.stdout and list((tmp_path / "whole" / ".submitit").iterdir())
+    whole = sorted((tmp_path / "whole").rglob("results.json"))
+    assert len(whole) == 3 and all(json.loads(p.read_text())["status"] == "ok" for p in whole)
+    again = tune("whole")
+    assert "grid: 2 run(s), 2 finished before and reused, 0 to run" in again.stdout
+    assert "final: 1 run(s), 1 finished before and reused, 0 to run" in again.stdout
+
+    tune("requeued", SPT_TEST_REQUEUE_EPOCH="1", SPT_TEST_REQUEUE_FLAG=str(tmp_path / "flags"))
+    assert len(list((tmp_path / "flags").glob("*.requeued"))) == 3  # every job was signalled once
+    for path in whole:
+        run = path.parent.relative_to(tmp_path / "whole")
+        ours = json.loads((tmp_path / "requeued" / run / "results.json").read_text())
+        assert ours["status"] == "ok" and ours["resumed_from"].endswith("last.ckpt"), run
+        assert ours["selection"] == json.loads(path.read_text())["selection"], run
+        a, b = (torch.load(root / run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+                for root in (tmp_path / "whole", tmp_path / "requeued"))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), run
+
+
+def test_a_dry_run_lists_the_jobs_their_resources_and_gpu_hours_and_starts_none(tmp_path, capsys):
+    from spt_lightning.tune import main as tune
+
+    out = tmp_path / "study"
+    args = ["experiment=paper/vtab", "pretrain=mae", "method=spt_deep", "--out", str(out), "--dry-run",
+            "hydra/launcher=submitit_slurm", "hydra.launcher.gpus_per_node=1", "hydra.launcher.timeout_min=600"]
+    assert tune(args) == 0
+    printed = capsys.readouterr().out
+    assert "dry run: 171 job(s)" in printed and "gpus_per_node=1" in printed and "timeout_min=600" in printed
+    assert "| vtab/dsprites_loc | 6 | 3 | 800 / 200 / 73728 | 100 | unknown |" in printed
+    assert "max_num_timeout=0: a job that runs out of time is not requeued" in printed and not out.exists()
+    check = tmp_path / "gpu_check.json"
+    check.write_text(json.dumps({"environment": {"gpu": "NVIDIA H100"}, "step": {"fused": {"images_per_s": 500.0}}}))
+    assert tune(["task=vtab/dtd", "method=spt_deep", "--dry-run", "--gpu-check", str(check), "--seeds", "2"]) == 0
+    printed = capsys.readouterr().out
+    # 6 grid points of 100 epochs x (800 + 200/3) images, 2 finals of 100 x 1000 + 1880/3, at 500 images/s
+    expected = (6 * 100 * (800 + 200 / 3) + 2 * (100 * 1000 + 1880 / 3)) / 500 / 3600
+    assert f"| vtab/dtd | 6 | 2 | 800 / 200 / 1880 | 100 | {expected:.2f} |" in printed
+    assert "NVIDIA H100 (500 images/s)" in printed and not list(tmp_path.glob("logs"))
+
+
+def test_a_cluster_option_the_plugin_does_not_know_is_one_line(tmp_path, capsys):
+    from spt_lightning.tune import main as tune
+
+    assert tune(["task=demo/synthetic", "hydra/launcher=submitit_local", "hydra.launcher.gpu_per_node=1",
+                 "--out", str(tmp_path / "study")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "has no option 'gpu_per_node'. Did you mean gpus_per_node" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "study").exists()
+
+
 def test_a_launcher_without_its_plugin_is_one_line_naming_the_extra(tmp_path, monkeypatch):
     from spt_lightning.config import ConfigError, check_overrides
     from spt_lightning.tune import tune_final
@@ -365,7 +436,7 @@ def test_published_numbers_are_well_formed_and_consistent():
     from importlib.resources import files
 
     from spt_lightning.prototypes.strategies import STRATEGIES
-    from spt_lightning.published import ANCHORS, NOT_STATED, SELECTIONS, SOURCES, WEIGHTS, convention, published
+    from spt_lightning.published import ANCHORS, NOT_STATED, SELECTIONS, SOURCES, convention, published, weights_of
     from spt_lightning.report import published_for
 
     rows = list(csv.DictReader((files("spt_lightning") / "published.csv").open()))
@@ -378,7 +449,10 @@ def test_published_numbers_are_well_formed_and_consistent():
         assert row["benchmark"] in tasks | set(GROUP_TITLES.values()) | overall and row["source"] in SOURCES
         assert row["convention"].startswith(convention(row["benchmark"]))  # a task row may say over what
         assert 0 < float(row["top1"]) <= 100
-        assert row["selection"] in SELECTIONS and row["weights"] in (WEIGHTS[row["pretrain"]], NOT_STATED)
+        assert row["selection"] in SELECTIONS
+        assert row["weights"] in (weights_of(row["pretrain"], row["backbone"]), NOT_STATED)
+        assert row["figure"] in ("", "table1a", "table1b", "figure3c", "figure3d") and bool(row["figure"]) == (
+            row["source"] in ("spt_page_table1", "spt_page_ablation", "spt_page_ablation_read"))
         if row["source"].startswith("spt_page") and row["method"].startswith("spt_"):  # SPT's own runs
             assert row["selection"] == "test_best"
     assert len(published("vpt_deep", "sup_in21k", "vit_base_patch16_224")) == 24  # 19 VTAB + 5 FGVC tasks
@@ -442,7 +516,7 @@ def test_a_published_number_meets_runs_of_its_own_weights_and_form_only(monkeypa
     # an adapter row (of VPT-era tables) is bottleneck 8; LoRA's rows adapt W_q and W_v
     row = {"method": "adapter", "init": "", "pretrain": "sup_in21k", "backbone": "vit_base_patch16_224",
            "benchmark": "fgvc/cub", "top1": "85.0", "convention": "task", "source": "vpt_tasks",
-           "selection": "val_last", "weights": "orig_in21k"}
+           "selection": "val_last", "weights": "orig_in21k", "figure": "", "setting": ""}
     monkeypatch.setattr(published_module, "rows", lambda: (row, {**row, "method": "lora"}))
     for method, form, other in (("adapter", ("method.bottleneck", "8"), "64"),
                                 ("lora", ("method.targets", '["q", "v"]'), '["qkv"]')):

@@ -12,7 +12,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from .errors import ConfigError
+from .errors import ConfigError, check_choice
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +81,9 @@ def compose_train(overrides: list[str], hydra: bool = False) -> DictConfig:
 def check_config(cfg: DictConfig) -> None:
     """Rules on the composed config as a whole, before any work. A single setting is checked by the
     constructor that takes it (train builds them all before anything is written or downloaded)."""
+    from .record import SELECT_RULES
+
+    check_choice("select_epoch", cfg.get("select_epoch", "best_val"), SELECT_RULES)
     for key in _missing(OmegaConf.to_container(cfg, resolve=False)):
         if key == "task.data_dir":
             raise ConfigError(f"task={cfg.task.name} needs its folder: pass task.data_dir=/path/to/images "
@@ -100,13 +103,19 @@ def check_launcher(overrides: list[str]) -> None:
     if chosen is None:
         return
     try:
-        compose_train([f"hydra/launcher={chosen}"], hydra=True)
+        launcher = compose_train([f"hydra/launcher={chosen}"], hydra=True).hydra.launcher
     except MissingConfigException as err:
         extra = LAUNCHER_EXTRAS.get(chosen)
         fix = (f"pip install 'spt-lightning[{extra}]'" if extra else
                f"install the Hydra launcher plugin that provides '{chosen}'")
         raise ConfigError(f"hydra/launcher={chosen}: the launcher plugin is not installed; {fix}",
                           "hydra/launcher") from err
+    for override in overrides:  # an option the plugin does not know (a typo would be dropped on a cluster)
+        key = override.split("=", 1)[0]
+        if key.startswith("hydra.launcher.") and key.split(".")[2] not in launcher:
+            name = key.split(".")[2]
+            raise ConfigError(f"{key}: the {chosen} launcher has no option '{name}'.{_did_you_mean(name, list(launcher))}"
+                              f" Its options: {', '.join(k for k in launcher if not k.startswith('_'))}", key)
 
 
 # ---- the command line, before Hydra composes it ------------------------------------------------

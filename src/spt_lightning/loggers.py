@@ -134,10 +134,25 @@ def with_wandb_mode(group: DictConfig | None) -> DictConfig | None:
         log.info("W&B: logged in, logging online", extra=CONSOLE)
     group = group.copy()
     with open_dict(group):
-        group.wandb.offline = not logged_in or unreachable is not None
-        if group.wandb.offline:  # wandb.init's own mode: it then never asks for a key
+        # wandb.init's own mode, not Lightning's `offline` (which sets WANDB_MODE after wandb has read it,
+        # and wandb warns): offline, wandb never asks for a key
+        group.wandb.offline = False
+        if not logged_in or unreachable is not None:
             group.wandb.mode = "offline"
     return group
+
+
+class WandbRun(WandbLogger):
+    """Lightning's W&B logger, offline through wandb.init's own ``mode`` when ``offline=True`` (Lightning only
+    sets WANDB_MODE, which a wandb session already set up in the process ignores, and then asks for a key),
+    and without the ``anonymous`` setting Lightning always passes (wandb warns that it has no effect)."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        if self._offline:
+            self._wandb_init["mode"] = "offline"
+        if self._wandb_init.get("anonymous") is None:
+            self._wandb_init.pop("anonymous", None)
 
 
 def continue_wandb_run(cfg: DictConfig, output_dir: Path) -> None:

@@ -244,8 +244,8 @@ def _write_point(k: int, cfg: DictConfig, folder: RunFolder, packed: PackedModul
     checkpoint.parent.mkdir(parents=True, exist_ok=True)
     torch.save({**best, "pytorch-lightning_version": L.__version__, "packed_in": str(pack.path)}, checkpoint)
     _split_metrics(trainer, pack.path, folder.path, packed.labels[k])
-    selection = {"epoch": best["epoch"] + 1, "epochs": trainer.max_epochs, "val_acc1": best["val_acc1"],
-                 "last_val_acc1": packed.last_val[k]}
+    selection = {"epoch": best["epoch"] + 1, "epochs": trainer.max_epochs, "rule": "best_val", "val_acc1": best["val_acc1"],
+                 "last_val_acc1": packed.last_val[k], "best_val_acc1": best["val_acc1"]}
     results = collect(cfg, trainer, packed.members[k], datamodule, selection, [], seconds, precision, pack.checkpoint)
     results["packed"] = {"folder": str(pack.path), "points": len(packed.labels), "label": packed.labels[k],
                          "timings": "the pack's, shared by its points"}

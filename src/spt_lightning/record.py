@@ -10,6 +10,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
@@ -30,7 +31,7 @@ def collect(cfg: DictConfig, trainer: L.Trainer, module, datamodule, selection: 
         "task": cfg.task.name,
         "group": cfg.task.get("group"),
         "protocol": datamodule.protocol,
-        "splits": provenance(datamodule.task, datamodule.fraction),
+        "splits": provenance(datamodule.task, datamodule.fraction, datamodule.shots, datamodule.shot_seed),
         "method": cfg.method.name,
         "prompt_length": module.model.prompt_length,
         "prompt_deep": bool(cfg.prompt.deep),
@@ -56,24 +57,33 @@ def collect(cfg: DictConfig, trainer: L.Trainer, module, datamodule, selection: 
     }
 
 
-def selected_epoch(trainer: L.Trainer) -> dict[str, Any]:
-    """The epoch chosen on validation, with its checkpoint path (``None`` if checkpointing is off)."""
+SELECT_RULES = ("best_val", "last")
+
+
+def selected_epoch(trainer: L.Trainer, rule: str = "best_val") -> dict[str, Any]:
+    """The epoch a run tests: ``best_val``, the epoch of best val accuracy (its checkpoint path; ``None`` when
+    checkpointing is off), or ``last``, the last epoch (the weights in memory: path ``None``), as a study scores
+    a grid point and tests its final runs. Without a validation split the last epoch either way."""
     epochs = trainer.max_epochs
     last = _float(trainer.callback_metrics.get("val/acc1"))  # the last epoch's: how `tune` scores a grid point
     ckpt = next((cb for cb in trainer.checkpoint_callbacks if cb.monitor == "val/acc1"), None)
-    if ckpt is None or not ckpt.best_model_path:
-        return {"epoch": trainer.current_epoch, "epochs": epochs, "val_acc1": last, "last_val_acc1": last, "path": None}
+    found = ckpt is not None and bool(ckpt.best_model_path)
+    best = _float(ckpt.best_model_score) if found else last
+    if rule == "last" or not found:
+        return {"epoch": trainer.current_epoch, "epochs": epochs, "rule": "last" if found or rule == "last" else rule,
+                "val_acc1": last, "last_val_acc1": last, "best_val_acc1": best, "path": None}
     epoch = torch.load(ckpt.best_model_path, map_location="cpu", weights_only=True)["epoch"]
-    return {"epoch": epoch + 1, "epochs": epochs, "val_acc1": _float(ckpt.best_model_score), "last_val_acc1": last,
-            "path": ckpt.best_model_path}
+    return {"epoch": epoch + 1, "epochs": epochs, "rule": rule, "val_acc1": best, "last_val_acc1": last,
+            "best_val_acc1": best, "path": ckpt.best_model_path}
 
 
 def wandb_mode(loggers: list) -> str | None:
     """``online`` / ``offline`` for a run logging to W&B (as decided by loggers.with_wandb_mode or
     WANDB_MODE), ``None`` without W&B."""
     for logger in loggers:
-        if type(logger).__name__ == "WandbLogger":
-            offline = logger._offline or os.environ.get("WANDB_MODE") in ("offline", "dryrun", "disabled")
+        if isinstance(logger, WandbLogger):
+            modes = (logger._wandb_init.get("mode"), os.environ.get("WANDB_MODE"))
+            offline = logger._offline or any(m in ("offline", "dryrun", "disabled") for m in modes)
             return "offline" if offline else "online"
     return None
 
@@ -114,9 +124,13 @@ def interrupted(error: BaseException) -> bool:
 
 
 def exit_code(error: BaseException) -> int:
-    """The shell's convention for a run stopped by a signal (128 + its number), 1 for a failure."""
+    """The shell's convention for a run stopped by a signal (128 + its number), 1 for a failure; an exit
+    that carries its own code keeps it (submitit's requeue exits 144 on its preemption signal, and its local
+    controller restarts the job on that code only)."""
     if isinstance(error, SIGTERMException):
         return 143
+    if isinstance(error, SystemExit) and isinstance(error.code, int) and error.code not in (0, 1):
+        return error.code
     return 130 if interrupted(error) else 1
 
 

@@ -54,7 +54,9 @@ def format_summary(r: dict[str, Any]) -> str:
         ("precision", f"{r['precision']['used']} ({r['precision']['why']})"),
         ("learnable", f"{p['learnable']:,} params = {share:.3f}% of backbone ({p['backbone']:,}); "
                       f"without head {p['learnable_without_head']:,} = {share_no_head:.3f}%"),
-        ("selected", f"epoch {sel['epoch']} of {sel['epochs']} on val: acc1 {_pct(sel['val_acc1'])}"
+        ("selected", (f"the last epoch ({sel['epoch']} of {sel['epochs']}): val acc1 {_pct(sel['val_acc1'])}"
+                      f" (best {_pct(sel.get('best_val_acc1'))})" if sel.get("rule") == "last" else
+                      f"epoch {sel['epoch']} of {sel['epochs']} on val: acc1 {_pct(sel['val_acc1'])}")
          if sel["val_acc1"] is not None else f"last epoch ({sel['epoch']} of {sel['epochs']}); no validation split"),
         ("test", f"acc1 {_pct(r['test'].get('acc1'))}  acc5 {_pct(r['test'].get('acc5'))}"
          if r["test"] else "not run (protocol tune: hyperparameters are chosen on val only)"),

@@ -84,7 +84,7 @@ def _fit_select_test(cfg: DictConfig, run, ckpt_path: Path | None, precision: tu
         fit_started = time.perf_counter()
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
         fit_time = time.perf_counter() - fit_started
-        selection = selected_epoch(trainer)
+        selection = selected_epoch(trainer, cfg.select_epoch)
         best = selection.pop("path")
         test_started = time.perf_counter()
         test_metrics = trainer.test(module, datamodule=datamodule, ckpt_path=best, verbose=False,

@@ -50,7 +50,7 @@ from typing import Any
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from .config import check_overrides, compose_train, renamed
+from .config import check_launcher, check_overrides, compose_train, renamed
 from .errors import SptError
 from .files import home_relative, write_atomically
 from .launch import hydra_launcher, launcher_overrides
@@ -87,7 +87,7 @@ def _tasks(fixed: list[str], points: list[list[str]]) -> tuple[list[str], list[l
         points = [list(p) for p in dict.fromkeys(tuple(o for o in p if not o.startswith("task=")) for p in points)]
         return tasks, points
     swept = (compose_train(fixed, hydra=True).hydra.sweeper.get("params") or {}).get("task")
-    if swept:
+    if swept and not any(o.startswith("task=") for o in fixed):  # the command line's task wins over the sweep
         return [f"task={t.strip()}" for t in str(swept).split(",")], points
     return [], points
 
@@ -172,8 +172,13 @@ def run_phase(launch, jobs: list[Job], overwrite: bool, phase: str, pack: int = 
           + (f", {len(todo) - len(alone)} of them in {len(packed)} pack(s)" if packed else ""), flush=True)
     if reasons:
         print(f"{phase}: not packed: " + "; ".join(f"{n} run(s): {r}" for r, n in reasons.items()), flush=True)
-    launch([job.command for job in alone])
-    launch([pack_job(members).command for members in packed], packed=True)
+    for jobs_of, packed_ in (([job.command for job in alone], False),
+                             ([pack_job(members).command for members in packed], True)):
+        try:
+            launch(jobs_of, packed=packed_)
+        except Exception as err:  # noqa: BLE001 - a launcher's job failed (killed, out of time): the rest stand
+            print(f"{phase}: a job ended without finishing ({type(err).__name__}: {str(err).splitlines()[0][:200]}); "
+                  f"its folder keeps what it wrote: the same command continues it", flush=True)
     for job in todo:
         path = job.folder / RESULTS
         job.result = read_results(path) if path.is_file() else {"status": "missing", "error": "no results.json"}
@@ -200,7 +205,8 @@ def _number(value: str) -> float | None:
 def choose(points: list[list[str]], jobs: list[Job]) -> dict[str, Any]:
     """The point with the best last-epoch val accuracy; ties, and a choice on the grid's edge, noted."""
     scored = [{"overrides": p, "val_acc1_last": j.result.get("selection", {}).get("last_val_acc1"),
-               "val_acc1_best_epoch": j.result.get("selection", {}).get("val_acc1"),
+               "val_acc1_best_epoch": j.result.get("selection", {}).get(
+                   "best_val_acc1", j.result.get("selection", {}).get("val_acc1")),
                "status": j.result.get("status"), "folder": str(j.folder)} for p, j in zip(points, jobs)]
     ok = [s for s in scored if s["status"] == "ok" and s["val_acc1_last"] is not None]
     if not ok:
@@ -263,18 +269,54 @@ def read_choices(path: Path) -> dict[str, dict[str, Any]]:
     return out
 
 
+def _outer(fixed: list[str]) -> list[list[str]]:
+    """The experiment's sweep axes besides its tasks and seeds (``method: spt_shallow,spt_deep``): each
+    combination is a study of its own. An axis the command line sets is the command line's."""
+    params = compose_train(fixed, hydra=True).hydra.sweeper.get("params") or {}
+    given = {o.split("=", 1)[0].lstrip("+~") for o in fixed}
+    axes = []
+    for key, value in params.items():
+        if key in ("task", "seed") or key in given:
+            continue
+        parsed = OverridesParser.create().parse_override(f"{key}={value}")
+        values = parsed.sweep_string_iterator() if parsed.is_sweep_override() else [parsed.get_value_element_as_str()]
+        axes.append([f"{key}={v}" for v in values])
+    return [list(p) for p in itertools.product(*axes)] if axes else []
+
+
 def tune_final(overrides: list[str], root: Path | None = None, seeds: int = 3,
-               chosen: Path | None = None, pack: int = 1) -> dict[str, dict[str, Any]]:
+               chosen: Path | None = None, pack: int = 1, dry_run: bool = False,
+               gpu_check: Path | None = None) -> dict[str, dict[str, Any]]:
     """Grid → choice on val → final seeds for each task, through Hydra's launcher; returns
     ``{task: summary}`` and prints the table. ``chosen``: a ``hyperparameters.csv`` of an earlier study,
     whose per-task choices are used instead of a grid (the final runs only). ``pack``: grid points trained
-    together per pass (``packing``; the final runs differ in seed, so each runs alone)."""
+    together per pass (``packing``; the final runs differ in seed, so each runs alone). ``dry_run``: print the
+    jobs, their resources and the GPU-hours (``budget``, from ``gpu_check``'s measured step) and start none.
+    An experiment that sweeps more than its tasks (``experiment=paper/table2_mae``: two methods) is one study
+    per combination, in a sub-folder each (``<study>/method_spt_deep/...``)."""
     hydra_args, overrides = launcher_overrides(overrides)
+    check_launcher(hydra_args)  # a missing plugin or an option it does not know: one line, before anything
     fixed, points = grid(overrides)
+    check_overrides(fixed)
+    root = Path(root or study_folder(fixed)).absolute()
+    combos = _outer(fixed)
+    if not combos:
+        return _study(hydra_args, fixed, points, root, seeds, chosen, pack, dry_run, gpu_check)
+    summaries = {}
+    for combo in combos:
+        print(f"== {' '.join(combo)}", flush=True)
+        found = _study(hydra_args, [*fixed, *combo], points, root / _slug("_".join(combo), 80), seeds, chosen,
+                       pack, dry_run, gpu_check)
+        summaries |= {f"{task} ({' '.join(combo)})": s for task, s in found.items()}
+    return summaries
+
+
+def _study(hydra_args: list[str], fixed: list[str], points: list[list[str]], root: Path, seeds: int,
+           chosen: Path | None, pack: int, dry_run: bool, gpu_check: Path | None) -> dict[str, dict[str, Any]]:
+    """One study: every task of ``fixed``'s grid on val, then its choice's final runs (see :func:`tune_final`)."""
     check_overrides(fixed)
     tasks, points = _tasks(fixed, points)
     tasks = tasks or [f"task={compose_train(fixed).task.name}"]
-    root = Path(root or study_folder(fixed)).absolute()
     fixed = [o for o in fixed if not o.startswith("task=")]
     overwrite = "overwrite=true" in fixed
     names = {task: task.split("=", 1)[1] for task in tasks}
@@ -294,6 +336,14 @@ def tune_final(overrides: list[str], root: Path | None = None, seeds: int = 3,
         _check_init_keys(cfg, grids[task])
         for point in grids[task]:
             check_overrides([*fixed, task, *point])
+    if dry_run:
+        from .budget import describe
+
+        launcher = compose_train(hydra_args, hydra=True).hydra.launcher if hydra_args else None
+        jobs_of = {names[t]: (compose_train([*fixed, t, *grids[t][0]]), 0 if chosen else len(grids[t]), seeds)
+                   for t in tasks}
+        print(describe(jobs_of, launcher, pack, gpu_check))
+        return {}
     summaries = {}
     with hydra_launcher(hydra_args, root) as launch:
         if chosen:
@@ -355,13 +405,17 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"a study's {HYPERPARAMETERS}: its per-task choices, no grid (the final runs only)")
     parser.add_argument("--pack", type=int, default=1, metavar="K",
                         help="train up to K grid points of a task in one process, on one backbone pass (default 1)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the jobs the study would submit, their resources and GPU-hours; start none")
+    parser.add_argument("--gpu-check", type=Path, default=Path("gpu_check.json"),
+                        help="`make gpu-check`'s output, whose measured step the dry run's GPU-hours use")
     args, overrides = parser.parse_known_args(argv)
     if args.seeds < 1:
         parser.error("--seeds must be >= 1")
     if args.pack < 1:
         parser.error("--pack must be >= 1 (1: every grid point in a process of its own)")
     try:
-        tune_final(renamed(overrides), args.out, args.seeds, args.chosen, args.pack)
+        tune_final(renamed(overrides), args.out, args.seeds, args.chosen, args.pack, args.dry_run, args.gpu_check)
     except SptError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
