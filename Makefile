@@ -7,7 +7,7 @@ TEST_STAMP := $(VENV)/.installed-test
 ARGS   ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-test assets run fast reproduce-demo test test-extra test-full bench gpu-check clean
+.PHONY: help install install-test assets run fast reproduce-demo rehearse test test-extra test-full bench gpu-check clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -46,6 +46,9 @@ test-extra: $(TEST_STAMP) ## only the slow tests and those that fetch the real d
 
 test-full: $(TEST_STAMP) ## every test: fast, slow and network
 	$(PY) -m pytest -m ""
+
+rehearse: assets ## every paper experiment at demo scale, then report (its tables, figures, claims) into logs/rehearsal/report
+	$(PY) benchmarks/rehearse_paper.py --out $${SPT_LOG_DIR:-logs}/rehearsal $(ARGS)
 
 bench: assets ## speed/memory benchmarks (ratios measured side by side); extra flags: ARGS="..."
 	$(PY) benchmarks/run.py $(ARGS)

@@ -31,6 +31,39 @@ def test_dependence_is_zero_for_independent_vectors_at_any_width_and_one_for_mon
     assert independent.max() < related.min() < 1  # ordered by dependence
 
 
+def _nmi_by_hand(x, y, bins):
+    """sklearn's normalized_mutual_info_score (arithmetic) of two label sequences, written out with numpy."""
+    import numpy as np
+
+    def labels(v):
+        return np.argsort(np.argsort(v)) * bins // len(v)
+
+    joint = np.histogram2d(labels(x), labels(y), bins=[np.arange(bins + 1)] * 2)[0] / len(x)
+    pa, pb = joint.sum(1), joint.sum(0)
+    nz = joint > 0
+    mi = (joint[nz] * np.log(joint[nz] / np.outer(pa, pb)[nz])).sum()
+    h = lambda p: -(p[p > 0] * np.log(p[p > 0])).sum()  # noqa: E731
+    return 2 * mi / (h(pa) + h(pb))
+
+
+def test_nmi_is_sklearns_score_of_binned_coordinates_and_orders_known_dependence():
+    from spt_lightning.analysis import NMI_BINS, binned_nmi
+
+    g = torch.Generator().manual_seed(0)
+    d = 384
+    x = torch.randn(200, d, generator=g)
+    noisy = x + torch.randn(200, d, generator=g)
+    assert torch.allclose(binned_nmi(x[:5], noisy[:5]).double(),
+                          torch.tensor([_nmi_by_hand(x[i].numpy(), noisy[i].numpy(), NMI_BINS) for i in range(5)]),
+                          atol=1e-5)
+    levels = [float(binned_nmi(x, x + s * torch.randn(200, d, generator=g)).mean()) for s in (10.0, 2.0, 1.0, 0.5, 0.1)]
+    assert levels == sorted(levels) and levels[-1] > 0.6 and float(binned_nmi(x, x).mean()) == pytest.approx(1.0)
+    independent = float(binned_nmi(x, torch.randn(200, d, generator=g)).mean())
+    assert 0.02 < independent < 0.08  # its upward bias at D = 384: (B - 1)^2 / (D ln B) = 0.046 (rank dependence: 0)
+    # where the two differ: a non-monotone dependence (x^2) is seen by NMI, not by the rank measure
+    assert float(binned_nmi(x, x**2).mean()) > 0.4 and abs(float(rank_dependence(x, x**2).mean())) < 0.02
+
+
 def test_choosing_the_nearest_token_does_not_make_a_random_prompt_dependent():
     """The nearest of many tokens correlates with a random prompt by chance; the measure chooses on the even
     coordinates and measures on the odd, so a random prompt still scores about 0 against 4,096 tokens."""

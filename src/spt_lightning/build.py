@@ -70,8 +70,11 @@ def build_model(cfg: DictConfig, pretrain: Pretrain) -> PromptedViT:
     them); ``prompt.length: null`` (linear, full, BitFit, LoRA, adapters): no prompts."""
     # (partial: Hydra would turn the Pretrain dataclass into a config node)
     vit = build(cfg.backbone, _partial_=True)(num_classes=cfg.task.num_classes, pretrain=pretrain)
+    trainable = cfg.prompt.get("trainable", True)
+    if not isinstance(trainable, bool):
+        raise ConfigError(f"prompt.trainable={trainable!r}: expected true or false", "prompt.trainable")
     return PromptedViT(vit, prompt_length=cfg.prompt.length, deep=cfg.prompt.deep, dropout=cfg.prompt.dropout,
-                       head_feature=pretrain.head_feature)
+                       head_feature=pretrain.head_feature, trainable_prompts=trainable)
 
 
 def build_datamodule(cfg: DictConfig, pretrain: Pretrain) -> TaskDataModule:

@@ -48,19 +48,20 @@ def divergence(what: str, epoch: int, groups: list[dict[str, Any]], optimizer: C
 
 
 class TrainableCheckpointModule(L.LightningModule):
-    """Checkpoints that hold ``model``'s trainable tensors only (what stays frozen comes from its pretrained
-    source) and the random states, which a resumed run restores."""
+    """Checkpoints that hold what the run set in ``model`` -- its trainable tensors and its prompts (written
+    from the data even when they do not train) -- and the random states, which a resumed run restores; what
+    stays frozen comes from its pretrained source."""
 
     def __init__(self):
         super().__init__()
         self.strict_loading = False  # the frozen tensors are not in the file
         self._resumed_rng: dict[str, Any] | None = None
 
-    def _trainable_keys(self) -> set[str]:
-        return {f"model.{n}" for n, p in self.model.named_parameters() if p.requires_grad}
+    def _kept_keys(self) -> set[str]:
+        return {f"model.{n}" for n, p in self.model.named_parameters() if p.requires_grad or n.startswith("prompts.")}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        keep = self._trainable_keys()
+        keep = self._kept_keys()
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
         # The random state at the end of this epoch: a resumed run draws what an uninterrupted one would
         # (prompt dropout, augmentations in the main process). Lightning keeps none outside its fault-tolerant mode.
@@ -257,9 +258,9 @@ class PromptTuningModule(TrainableCheckpointModule):
         source = getattr(self._trainer, "ckpt_path", None) or "the checkpoint"
         state = checkpoint["state_dict"]
         own = dict(self.named_parameters())
-        missing = sorted(self._trainable_keys() - state.keys())
+        missing = sorted(self._kept_keys() - state.keys())
         wrong = [f"{k} {tuple(state[k].shape)} here {tuple(own[k].shape)}"
-                 for k in sorted(self._trainable_keys() & state.keys()) if state[k].shape != own[k].shape]
+                 for k in sorted(self._kept_keys() & state.keys()) if state[k].shape != own[k].shape]
         if missing or wrong:
             raise TrainingError(
                 f"{source} does not fit this model: "

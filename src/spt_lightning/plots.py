@@ -177,3 +177,48 @@ def analysis_heatmap(rows: pd.DataFrame, title: str, path: Path) -> tuple[Path, 
     ax.set(xlabel="epoch (0: after init)", ylabel="prompted layer", title=title)
     ax.title.set_fontsize(8)
     return _save(fig, path), {"layers": list(table.index), "epochs": list(table.columns)}
+
+
+def accuracy_curves(series: dict[str, dict[float, list[float]]], published: dict[str, dict[float, float]],
+                    xlabel: str, path: Path) -> tuple[Path, dict]:
+    """Test accuracy against one axis, a line per method: ours filled with error bars (std over seeds), the
+    published points hollow in the same colour (a paper figure redrawn beside the user's runs)."""
+    fig, ax = plt.subplots(figsize=(5.2, 3.8))
+    shown: dict[str, list] = {}
+    for i, method in enumerate(sorted(set(series) | set(published))):
+        colour = f"C{i}"
+        points = sorted(series.get(method, {}).items())
+        if points:
+            xs = [x for x, _ in points]
+            means = [sum(v) / len(v) for _, v in points]
+            stds = [_std(pd.Series(v)) for _, v in points]
+            ax.errorbar(xs, means, yerr=stds, marker="o", color=colour, capsize=3, label=f"{method} (ours)")
+            shown[method] = list(zip(xs, means, stds))
+        theirs = sorted(published.get(method, {}).items())
+        if theirs:
+            ax.plot([x for x, _ in theirs], [y for _, y in theirs], linestyle="--", marker="o", color=colour,
+                    markerfacecolor="none", label=f"{method} (published)")
+    ax.set(xlabel=xlabel, ylabel="top-1 test accuracy (%)")
+    ax.legend(fontsize=7)
+    return _save(fig, path), shown
+
+
+def nmi_curves(data: pd.DataFrame, path: Path) -> tuple[Path, dict]:
+    """NMI between prompts and patch tokens (mean over layers) per epoch, one panel per task, a line per method
+    (``data``: task, method, seed, epoch, nmi; mean ± std over seeds), as the paper's Figure 1 draws it."""
+    tasks = list(dict.fromkeys(data["task"]))
+    rows, cols = _grid(len(tasks))
+    fig, axes = plt.subplots(rows, cols, figsize=(4.5 * cols, 3.2 * rows), squeeze=False)
+    shown: dict[str, dict] = {}
+    for ax, task in zip(axes.flat, tasks):
+        for method, group in data[data["task"] == task].groupby("method", sort=True):
+            stats = group.groupby("epoch")["nmi"].agg(["mean", _std]).sort_index()
+            ax.plot(stats.index, stats["mean"], label=method)
+            ax.fill_between(stats.index, stats["mean"] - stats["_std"], stats["mean"] + stats["_std"], alpha=0.2)
+            shown.setdefault(task, {})[method] = list(zip(stats.index, stats["mean"]))
+        ax.set(title=task, xlabel="epoch (0: after init)", ylabel="NMI (prompts, patch tokens)")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(tasks):]:
+        ax.set_visible(False)
+    return _save(fig, path), shown

@@ -48,7 +48,16 @@ SOURCES = {
     "spt_page_table3": "SPT's own Table 3 (project page, static/images/table3.png): FGVC per task on sup. IN-21k; the "
                        "SPT rows are the authors' own runs (timm's AugReg IN-21k weights, SPT train.py L224), the "
                        "others quoted from their papers (Full and Linear are VPT's)",
+    "spt_page_table1": "SPT's own Table 1 (project page, static/images/table1.png): prompt inits on CUB-200 and "
+                       "Caltech-101, sup. IN-21k and MAE, (a) prompts frozen after the init, (b) learnable",
+    "spt_page_ablation": "SPT's own Figure 3d (project page, static/images/ablation.png): model size on CUB-200 "
+                         "(MAE ViT-B/L/H), the values printed on the plot",
+    "spt_page_ablation_read": "SPT's own Figure 3c (project page, static/images/ablation.png): prompt length on "
+                              "CUB-200 (MAE), read from the plot (no value printed except 20): approximate, +/- 0.5",
 }
+# The figure rows (``figure``: table1a, table1b, figure3c, figure3d) belong to those figures' own settings
+# (``setting``, e.g. prompt.trainable=false, prompt.length=40): report draws them beside the experiment of that
+# figure only and never pairs them with the main tables' runs.
 # How a published number was chosen. SPT's scripts keep the best *test* epoch (train_MAE.py L386 validates on
 # the test split, L403-404 keep the best); VPT, VIPAMIN and this project tune on val and report the last epoch.
 SELECTIONS = {"val_last": "last epoch after tuning on val", "test_best": "best test epoch",
@@ -56,6 +65,14 @@ SELECTIONS = {"val_last": "last epoch after tuning on val", "test_best": "best t
 # The weights behind each pretrain name: a published number stands beside runs of its own weights only.
 WEIGHTS = {"sup_in21k": "orig_in21k", "sup_in21k_augreg": "augreg_in21k", "mae": "mae_pretrain_vit_base",
            "mocov3": "mocov3_vit_b_300ep"}
+MAE_SIZES = {"vit_large_patch16_224": "mae_pretrain_vit_large", "vit_huge_patch14_224": "mae_pretrain_vit_huge"}
+
+
+def weights_of(pretrain: str, backbone: str = "vit_base_patch16_224") -> str | None:
+    """The weights a pretrain name loads for ``backbone`` (MAE's release has one file per size)."""
+    if pretrain == "mae" and backbone in MAE_SIZES:
+        return MAE_SIZES[backbone]
+    return WEIGHTS.get(pretrain)
 NOT_STATED = "not_stated"  # a quoted row whose source does not say which weights: never beside a run
 
 
@@ -90,7 +107,13 @@ def published(method: str, pretrain: str, backbone: str, init: str = "") -> dict
     """``{task or group title: Number}`` of one setting (``init``: the prompt init when it is not the method's
     own); empty when none is shipped."""
     return {r["benchmark"]: Number(float(r["top1"]), r["source"], r["selection"], r["weights"]) for r in rows()
-            if (r["method"], r["init"], r["pretrain"], r["backbone"]) == (method, init, pretrain, backbone)}
+            if (r["method"], r["init"], r["pretrain"], r["backbone"]) == (method, init, pretrain, backbone)
+            and not r["figure"]}
+
+
+def figure_rows(figure: str) -> list[dict[str, str]]:
+    """The published rows of one of the paper's tables or figures (``table1a``, ``figure3d``, ...)."""
+    return [r for r in rows() if r["figure"] == figure]
 
 
 def computed_mean(numbers: dict[str, Number], tasks: list[str]) -> Number | None:
@@ -137,7 +160,7 @@ def standing(groups: dict[str, list[str]]) -> str:
     overall conventions), each number marked with its source and how it was chosen (``MARKS``); a mean
     computed from a paper's per-task numbers (or its group means) is marked *c*, and numbers chosen by
     different rules are never averaged. ``groups``: each column's tasks, by its title."""
-    settings = dict.fromkeys((r["method"], r["init"], r["pretrain"]) for r in rows())
+    settings = dict.fromkeys((r["method"], r["init"], r["pretrain"]) for r in rows() if not r["figure"])
     used: list[str] = []
     lines = [f"| method | pretrain | weights | {' | '.join(COLUMNS)} |", "|" + " --- |" * (len(COLUMNS) + 3)]
     for pretrain in PRETRAINS:

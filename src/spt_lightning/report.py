@@ -20,7 +20,8 @@ from typing import Any
 
 from .errors import SptError
 from .files import file_name
-from .published import AUTHORS_FORM, SELECTIONS, SOURCES, WEIGHTS, Number, computed_mean, convention, published, standing
+from .published import (AUTHORS_FORM, SELECTIONS, SOURCES, Number, computed_mean, convention, published, standing,
+                        weights_of)
 from .results import RESULTS, read_results
 from .settings import INIT_KEYS, settings
 
@@ -230,7 +231,7 @@ def published_for(key: tuple, entry: dict[str, Any]) -> dict[str, Number]:
         return {}  # another form than the one its authors published (e.g. VIPAMIN's orthogonal part rescaled)
     numbers = {name: n for name, n in published(*key[:3], init="" if None in (own, init) or init == own else init
                                                 ).items()  # own None: no prompts
-               if n.weights == WEIGHTS.get(key[1])}
+               if n.weights == weights_of(key[1], key[2])}
     for group, title in GROUP_TITLES.items():
         if title not in numbers and (mean := computed_mean(numbers, catalogue().get(group, []))) is not None:
             numbers[title] = mean
@@ -400,14 +401,17 @@ def main(argv: list[str] | None = None) -> int:
     unfinished = [r for r in runs if r.get("status") in ("failed", "interrupted")]
     settings = aggregate(runs)
     args.out.mkdir(parents=True, exist_ok=True)
-    text = markdown(settings, unfinished)
+    from .figures import draw_all
+    from .paper import claims, draw
+
+    paper_text, paper_files = draw(runs, args.out)  # the paper's tables and figures whose experiments ran
+    text = markdown(settings, unfinished) + (f"\n## The paper's tables and figures\n{paper_text}\n" if paper_text
+                                              else "") + claims(runs)
     (args.out / "report.md").write_text(text)
     write_csv(settings, args.out / "report.csv")
-    from .figures import draw_all
-
     ok = [r for r in runs if r.get("status") == "ok"]
     pngs = draw_all(ok, settings, args.dirs, args.out, setting_of, varying(settings), published_for)
-    pngs += analysis_figures(ok, args.out)
+    pngs += analysis_figures(ok, args.out) + paper_files
     print(text)
     print(f"written: {args.out / 'report.md'}, {args.out / 'report.csv'}" + "".join(f", {p}" for p in pngs))
     return 0

@@ -19,7 +19,7 @@ from .files import home_relative
 # loader worker has its own random stream, so random augmentations depend on the worker count.
 NEUTRAL = ("paths.", "hydra.", "logger.", "resume", "overwrite", "init.cache_dir", "data.pin_memory",
            "trainer.enable_progress_bar", "trainer.log_every_n_steps", "trainer.enable_model_summary",
-           "callbacks.learning_rates.", "data.cache_images")
+           "callbacks.learning_rates.", "data.cache_images", "paper_figure")
 # What differs between the prompt inits of one setting (init.strategy mirrors prompt.init): SPT and its
 # VPT twin, or two inits, are the same setting apart from these.
 INIT_KEYS = ("method.name", "prompt.init", "init.strategy")
