@@ -60,8 +60,8 @@ HEAD = {"vit.head.weight", "vit.head.bias"}
                           for m in ("down", "up")}),
     (LoRA(rank=4, targets=["qkv"]), None, {f"vit.blocks.{i}.attn.qkv.lora_{m}.default.weight" for i in range(BLOCKS)
                                            for m in "AB"}),
-    (Adapter(bottleneck=8), None, {f"vit.blocks.{i}.mlp.{m}.{t}" for i in range(BLOCKS) for m in ("down", "up")
-                                   for t in ("weight", "bias")}),
+    (Adapter(bottleneck=8), None, {f"vit.blocks.{i}.adapters.mlp.{m}.{t}" for i in range(BLOCKS)
+                                   for m in ("down", "up") for t in ("weight", "bias")}),
 ])
 def test_each_method_trains_its_tensors_and_the_head_only(method, length, expected):
     deep = not isinstance(method, GatedPrompts)
@@ -199,6 +199,7 @@ def test_bad_lora_settings_are_refused(cfg_factory, bad, key):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("method,extra", [("bitfit", []), ("lora", []), ("adapter", []), ("gated_prompts", []),
+                                          ("ssf", []), ("fact_tk", []),
                                           ("e2vpt", ["prompt.init=kmeans"])])
 def test_every_method_runs_end_to_end_with_its_parameter_count(cfg_factory, method, extra):
     cfg = cfg_factory(f"method={method}", *extra)

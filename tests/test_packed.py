@@ -198,10 +198,16 @@ def test_which_points_pack(tmp_path):
     lora, dropout = config("method=lora"), config("prompt.dropout=0.1")
     groups, reasons = packs([*lrs, other, lora, None, dropout, config("model.param_groups.head.weight_decay=0.5")], 2)
     assert groups == [[0, 1], [2, 7], [3], [4], [5], [6]]
-    assert set(reasons) == {"method=lora adds modules of its own (only prompt tuning packs)",
+    inside = ("adds tensors inside the frozen blocks; a pack shares one backbone forward and holds per-point "
+              "prompts and heads only (prompt tuning packs)")
+    assert set(reasons) == {f"method=lora {inside}",
                             "it continues an unfinished run of its own",
                             "prompt dropout would draw other masks in a pack than in the point's own run"}
     assert packs(lrs, 1) == ([[0], [1], [2]], {})
+    # the per-point methods of today's tables (SSF, adapters, FacT) are refused with the same reason
+    for method in ("ssf", "adaptformer", "adapter_plus", "fact_tt", "repadapter"):
+        assert packs([config(f"method={method}"), config(f"method={method}", "model.optimizer.lr=2e-3")], 2) == (
+            [[0], [1]], {f"method={method} {inside}": 2})
 
 
 def test_pack_must_be_positive(capsys):

@@ -69,14 +69,30 @@ def test_gradients_reach_only_prompts_and_head():
 
 
 def test_frozen_backbone_stays_in_eval_mode():
-    model = PromptedViT(tiny_vit(drop_rate=0.5, drop_path_rate=0.5), 5, dropout=0.5)
+    model = PromptedViT(tiny_vit(drop_rate=0.5), 5, dropout=0.5)
     model.freeze_backbone()
     model.train()
     assert model.training and model.prompts.training
     assert not any(m.training for m in model.vit.modules())
     x = torch.randn(2, 3, 32, 32)
-    with torch.no_grad():  # backbone deterministic in train mode: drop-path/dropout are off
+    with torch.no_grad():  # backbone deterministic in train mode: its dropout is off
         model.prompts.dropout.p = 0.0
+        torch.testing.assert_close(model(x), model(x))
+
+
+def test_drop_path_trains_only_where_the_backbone_was_built_with_it():
+    """SSF's, FacT's and RepAdapter's authors train with drop-path in the frozen backbone (their recipes set
+    backbone.drop_path_rate); SPT's README runs --drop_path 0.0, so its recipes build none."""
+    model = PromptedViT(tiny_vit(drop_rate=0.5, drop_path_rate=0.5), 5)
+    model.freeze_backbone()
+    model.train()
+    paths = [m for m in model.vit.modules() if type(m).__name__ == "DropPath"]
+    assert paths and all(m.training for m in paths)
+    assert not any(m.training for m in model.vit.modules() if type(m).__name__ != "DropPath")
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        assert not torch.allclose(model(x), model(x))
+        model.eval()
         torch.testing.assert_close(model(x), model(x))
 
 

@@ -38,11 +38,14 @@ def why_not(config: dict[str, Any]) -> str | None:
     """Why a run of this resolved config cannot be packed (``None``: it can)."""
     method = config["method"]
     if method["_target_"] != "spt_lightning.methods.Method":
-        return f"method={method['name']} adds modules of its own (only prompt tuning packs)"
+        return (f"method={method['name']} adds tensors inside the frozen blocks; a pack shares one backbone forward "
+                "and holds per-point prompts and heads only (prompt tuning packs)")
     if config["prompt"]["length"] is None:
         return f"method={method['name']} has no prompts"
     if config["prompt"]["init"] == "vipamin":
         return "prompt.init=vipamin matches each model's own prompts through its forward"
+    if not config["prompt"].get("trainable", True):
+        return "prompt.trainable=false: a pack trains every point's prompts"
     if config["prompt"]["dropout"]:
         return "prompt dropout would draw other masks in a pack than in the point's own run"
     extra = sorted(k for k, v in (config.get("callbacks") or {}).items() if v is not None and k not in CALLBACKS)

@@ -34,7 +34,13 @@ def run_id() -> str:
     return secrets.token_hex(3)
 
 
-RESOLVERS = {"run_folder": run_folder, "prompt_tag": prompt_tag, "run_id": run_id}
+def per_task(table, task: str, default):
+    """A recipe's per-task value: ``table[<task without its benchmark>]`` (``vtab/dtd`` -> ``dtd``), else
+    ``default`` (a task its authors did not tune, the demo)."""
+    return table.get(task.rsplit("/", 1)[-1], default)
+
+
+RESOLVERS = {"run_folder": run_folder, "prompt_tag": prompt_tag, "run_id": run_id, "per_task": per_task}
 for _name, _resolver in RESOLVERS.items():
     if not OmegaConf.has_resolver(_name):
         OmegaConf.register_new_resolver(_name, _resolver)

@@ -9,6 +9,10 @@ Formats (``pretrain.format``):
               taken, the trained ``head`` dropped. Its backbone is the self-supervised encoder's: MoCo v3's
               ``main_lincls.py`` trains ``head`` only (L163-166) and asserts before saving that every other
               tensor still equals the pretrained encoder's (``sanity_check``, L434-455).
+  ``clip``    a CLIP model's image tower: OpenAI's layout (``visual.conv1``, ``visual.transformer.resblocks``;
+              open_clip's ``open_clip_pytorch_model.bin`` of the openai weights) or open_clip's timm trunk
+              (``visual.trunk.*``), converted by timm's own ViT filter; the text tower and the image
+              projection (CLIP's joint-space head) dropped. A file already in timm's layout is read as ``timm``.
 A ``.npz`` file is Google's original JAX release (VPT's ``imagenet21k_ViT-B_16.npz``), whatever the format.
 """
 
@@ -23,14 +27,14 @@ from typing import Any
 
 import torch
 from timm.layers import resample_abs_pos_embed
-from timm.models.vision_transformer import VisionTransformer
+from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
 
 from ..console import CONSOLE
 from ..errors import SptError
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("timm", "mae", "mocov3")
+FORMATS = ("timm", "mae", "mocov3", "clip")
 MOCO_PREFIX = "module.base_encoder."
 # Parts of pretraining models that a frozen backbone never uses.
 _PRETRAINING_ONLY = ("head.", "decoder", "mask_token", "momentum_encoder.", "predictor.")
@@ -56,11 +60,16 @@ def check_format(fmt: str) -> None:
         raise BackboneError(f"unknown pretrain.format '{fmt}'; choose one of {', '.join(FORMATS)}")
 
 
-def extract_state_dict(checkpoint: dict[str, Any], path: Path, fmt: str = "timm") -> dict[str, torch.Tensor]:
-    """The backbone's tensors of a checkpoint file in format ``fmt``, with timm names."""
+def extract_state_dict(checkpoint: dict[str, Any], path: Path, fmt: str = "timm",
+                       model: VisionTransformer | None = None) -> dict[str, torch.Tensor]:
+    """The backbone's tensors of a checkpoint file in format ``fmt``, with timm names (``clip`` needs the
+    ``model`` they are for)."""
     check_format(fmt)
     state_dict = _unwrap(checkpoint)
-    if fmt == "mocov3":
+    if fmt == "clip" and any(k.startswith("visual.") for k in state_dict):
+        # OpenAI's or open_clip's layout -> timm's (a grid resampled as adapt_state_dict resamples)
+        state_dict = checkpoint_filter_fn(state_dict, model, interpolation="bicubic", antialias=False)
+    elif fmt == "mocov3":
         state_dict = _mocov3_encoder(state_dict, path)
     elif state_dict and all(k.startswith("module.") for k in state_dict):
         state_dict = _strip(state_dict, "module.")  # saved from a DDP-wrapped model
@@ -151,7 +160,7 @@ def load_pretrained(model: VisionTransformer, file: str | Path, format: str = "t
             raise BackboneError(f"{path} is not a readable PyTorch checkpoint: {err}") from err
     if not isinstance(checkpoint, dict):
         raise BackboneError(f"{path} holds a {type(checkpoint).__name__}, not a state dict")
-    state_dict = adapt_state_dict(extract_state_dict(checkpoint, path, format), model)
+    state_dict = adapt_state_dict(extract_state_dict(checkpoint, path, format, model), model)
     own = model.state_dict()
     wrong = [f"{k} {tuple(v.shape)} here {tuple(own[k].shape)}" for k, v in state_dict.items()
              if k in own and v.shape != own[k].shape]

@@ -8,6 +8,7 @@ import multiprocessing as mp
 import os
 import signal
 import time
+from collections import defaultdict
 from collections.abc import Sequence
 from functools import partial
 from typing import Any
@@ -18,7 +19,7 @@ from lightning.fabric.utilities.seed import pl_worker_init_function
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, RandomSampler, Subset
 
-from ..errors import check_choice, check_number
+from ..errors import ConfigError, check_choice, check_number
 from .datasets import ImageDataset, collate_skipping_none
 from .tasks import build_datasets
 from .transforms import TRANSFORMS, build_transforms
@@ -75,6 +76,10 @@ class TaskDataModule(L.LightningDataModule):
         protocol: ``select``, ``tune`` or ``final``.
         fraction: Seeded part of the training set used (the paper's "amount of target data" study).
         seed: Seed of that part.
+        shots: Few-shot training: ``shots`` images per class drawn from the training split (VIPAMIN's protocol,
+            src/data/datasets/json_dataset.py L72-87: k per class at random from the train split; val and test
+            unchanged; under ``final`` val is not added); ``None``: every image.
+        shot_seed: The seed of that draw (fixed across the runs' seeds, as NOAH's drawn lists are).
         skip_corrupt: Skip unreadable images (a warning names each) instead of stopping.
         cache_images: Decode (and resize) every image once and keep it in memory as uint8, so that epochs
             only crop, flip and normalise; the same batches as without (the random steps are unchanged).
@@ -93,6 +98,8 @@ class TaskDataModule(L.LightningDataModule):
         protocol: str = "select",
         fraction: float = 1.0,
         seed: int = 0,
+        shots: int | None = None,
+        shot_seed: int = 0,
         skip_corrupt: bool = False,
         cache_images: bool | str = "auto",
     ):
@@ -102,6 +109,12 @@ class TaskDataModule(L.LightningDataModule):
         check_number("data.fraction", fraction, 0, 1, low_open=True, high_open=False,
                      hint=": the part of the training set used")
         check_number("data.batch_size", batch_size, 1, integer=True)
+        if shots is not None:
+            check_number("data.shots", shots, 1, integer=True, hint=" training images per class, or null for all")
+            if fraction < 1.0:
+                raise ConfigError(f"data.shots={shots} with data.fraction={fraction}: choose one way to shrink the "
+                                  "training split", "data.shots")
+        self.shots, self.shot_seed = shots, check_number("data.shot_seed", shot_seed, 0, integer=True)
         self.task = dict(task)
         self.img_size, self.mean, self.std = img_size, tuple(mean), tuple(std)
         if num_workers == "auto":
@@ -159,6 +172,8 @@ class TaskDataModule(L.LightningDataModule):
         """The images the model trains on under the protocol and fraction, with ``transform``."""
         self.setup("fit")
         parts = [_with_transform(self.splits["train"], transform)]
+        if self.shots is not None:
+            return _per_class(parts[0], self.shots, self.shot_seed)
         if self.protocol == "final":
             parts.append(_with_transform(self.splits["val"], transform))
         dataset = parts[0] if len(parts) == 1 else ConcatDataset(parts)
@@ -225,6 +240,21 @@ def _with_transform(dataset: Dataset, transform) -> Dataset:
     view = copy.copy(dataset)  # shares the file list / arrays; only the transform differs
     view.transform = transform
     return view
+
+
+def _per_class(dataset: ImageDataset, shots: int, seed: int) -> Dataset:
+    """``shots`` images of each class, drawn with ``seed`` (in the dataset's order within the draw)."""
+    by_class: dict[int, list[int]] = defaultdict(list)
+    for i in range(len(dataset)):
+        by_class[dataset.label(i)].append(i)
+    smallest = min(by_class, key=lambda c: len(by_class[c]))
+    if shots > (have := len(by_class[smallest])):
+        raise ConfigError(f"data.shots={shots}: class {smallest} has {have} training image(s); choose "
+                          f"data.shots <= {have}", "data.shots")
+    generator = torch.Generator().manual_seed(seed)
+    keep = [members[j] for c in sorted(by_class) for members in [by_class[c]]
+            for j in torch.randperm(len(members), generator=generator)[:shots].tolist()]
+    return Subset(dataset, sorted(keep))
 
 
 def _seeded_subset(dataset: Dataset, fraction: float, seed: int) -> Dataset:

@@ -12,8 +12,10 @@ from typing import Any
 PROVENANCE = "splits.json"  # {"standard": bool, "how": "..."}
 
 
-def provenance(task: dict[str, Any], fraction: float = 1.0) -> dict[str, Any]:
-    """``{"standard": bool, "how": str}`` for the task's splits (and the part of train a run reads)."""
+def provenance(task: dict[str, Any], fraction: float = 1.0, shots: int | None = None,
+               shot_seed: int = 0) -> dict[str, Any]:
+    """``{"standard": bool, "how": str}`` for the task's splits (and the part of train a run reads: a
+    fraction, or ``shots`` per class with the draw's seed, also kept as ``shots`` / ``shot_seed``)."""
     from . import vtab1k
     from .datasets import read_txt_split
 
@@ -38,6 +40,9 @@ def provenance(task: dict[str, Any], fraction: float = 1.0) -> dict[str, Any]:
         out = {"standard": False, "how": f"task kind {kind}"}
     if fraction < 1.0:
         out = {"standard": False, "how": f"{out['how']}; data.fraction={fraction} of the training split"}
+    if shots is not None:
+        out = {"standard": False, "how": f"{out['how']}; {shots} training image(s) per class drawn with "
+                                         f"data.shot_seed={shot_seed}", "shots": shots, "shot_seed": shot_seed}
     return {**out, "images": image_format(task)}
 
 

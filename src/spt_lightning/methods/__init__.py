@@ -9,8 +9,12 @@ prompted ViT's own (``prompt.length``; ``null``: none), so every method with pro
 from .adapter import Adapter
 from .base import FullFinetuning, Method
 from .bitfit import BitFit
+from .fact import FacT
 from .gated_prompts import GatedPrompts
 from .kv_prompts import KVPrompts
 from .lora import LoRA
+from .repadapter import RepAdapter
+from .ssf import SSF
 
-__all__ = ["Adapter", "BitFit", "FullFinetuning", "GatedPrompts", "KVPrompts", "LoRA", "Method"]
+__all__ = ["Adapter", "BitFit", "FacT", "FullFinetuning", "GatedPrompts", "KVPrompts", "LoRA", "Method",
+           "RepAdapter", "SSF"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..errors import ConfigError
 from ..models import PromptedViT
 
 
@@ -26,6 +27,12 @@ class Method:
     def attach(self, model: PromptedViT) -> None:
         """Add this method's tensors to ``model`` (its pretrained weights are in, its backbone frozen) and
         let the ones it trains have gradients. Called once per run, before fitting and any checkpoint restore."""
+
+    def merge(self, model: PromptedViT) -> None:
+        """Fold what this method added into the frozen weights, so that ``model`` computes the same logits
+        with the plain ViT's modules and cost (re-parameterisable methods: SSF, RepAdapter)."""
+        raise ConfigError(f"method={self.name} does not fold into the backbone's weights; the re-parameterisable "
+                          "methods are ssf and repadapter", "method")
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r})"

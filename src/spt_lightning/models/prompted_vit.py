@@ -7,6 +7,7 @@ from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
+from timm.layers import DropPath
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
@@ -42,10 +43,12 @@ class PromptedViT(nn.Module):
         dropout: Dropout on the prompt tokens.
         head_feature: What the head reads (``models.heads.HEAD_FEATURES``); ``None``: timm's own pooling of
             ``vit``. The ViT must have been built with that feature's ``timm_pool``.
+        trainable_prompts: ``False``: the prompts keep the values their init writes and do not train (the
+            paper's Table 1a: only the head learns).
     """
 
     def __init__(self, vit: VisionTransformer, prompt_length: int | None = None, deep: bool = False,
-                 dropout: float = 0.0, head_feature: str | None = None):
+                 dropout: float = 0.0, head_feature: str | None = None, trainable_prompts: bool = True):
         super().__init__()
         self.vit = vit
         self.deep = deep
@@ -55,6 +58,7 @@ class PromptedViT(nn.Module):
         self.prompt_update: nn.Module | None = None
         # The backbone's own parameters (what a method adds after construction is not among them).
         self.backbone_names = frozenset(n for n, _ in vit.named_parameters())
+        self._backbone_modules = frozenset(n for n, _ in vit.named_modules())
         head = sum(p.numel() for p in vit.get_classifier().parameters())
         self.backbone_size = sum(p.numel() for p in vit.parameters()) - head  # parameters, without the head
         if prompt_length is not None:
@@ -62,6 +66,7 @@ class PromptedViT(nn.Module):
             fan_in = proj.in_channels * proj.kernel_size[0] * proj.kernel_size[1]
             num_layers = len(vit.blocks) if deep else 1
             self.prompts = Prompts(num_layers, prompt_length, vit.embed_dim, dropout, patch_fan_in=fan_in)
+            self.prompts.requires_grad_(bool(trainable_prompts))
         self.backbone_frozen = False
 
     def freeze_backbone(self) -> None:
@@ -80,10 +85,15 @@ class PromptedViT(nn.Module):
 
     def train(self, mode: bool = True) -> "PromptedViT":
         # NOTE: Lightning (>= 2.2) restores each submodule's mode as it found it, so the frozen
-        # backbone is pinned to eval here: dropout and drop-path stay off whatever the caller does.
+        # backbone is pinned to eval here: its dropout stays off whatever the caller does. What a method
+        # added (adapters and their dropout) follows the run's mode, and so does drop-path where the
+        # backbone was built with it (backbone.drop_path_rate > 0: SSF's, FacT's, RepAdapter's recipes).
         super().train(mode)
         if self.backbone_frozen:
             self.vit.eval()
+            for name, module in self.vit.named_modules():
+                if name not in self._backbone_modules or isinstance(module, DropPath):
+                    module.train(mode)
         return self
 
     def set_attention(self, setting: str, device: torch.device | None = None) -> None:
