@@ -34,7 +34,7 @@ def test_debug_fast_end_to_end(tmp_path):
     assert results["selection"]["epochs"] == 2 and 1 <= results["selection"]["epoch"] <= 2
     assert 0.0 <= results["test"]["acc1"] <= 1.0
     assert results["parameters"]["learnable"] == 2 * 10 * 64 + 64 * 4 + 4
-    for line in ("task : demo/synthetic", "selected : epoch", "test : acc1", f"outputs : {out}"):
+    for line in ("task : demo/synthetic", "selected : the last epoch (2 of 2)", "test : acc1", f"outputs : {out}"):
         assert line in done.stdout
     ckpts = {p.name for p in (out / "checkpoints").iterdir()}
     assert "last.ckpt" in ckpts and len(ckpts) == 2
@@ -46,8 +46,9 @@ def test_debug_fast_end_to_end(tmp_path):
              for line in (done.stdout + done.stderr).splitlines() if line.strip()]
     repeated = {line for line in lines if lines.count(line) > 1 and any(c.isalpha() for c in line)}
     assert not repeated and "Tip:" not in done.stderr and "LeafSpec" not in done.stderr
-    for note in ("Seed set to 0", "GPU available", "Restoring states", "to estimate number of stepping batches"):
+    for note in ("Seed set to 0", "GPU available", "to estimate number of stepping batches"):
         assert note not in done.stdout + done.stderr and note in (out / "__main__.log").read_text(), note
+    assert "Restoring states" not in done.stdout + done.stderr
     init = next(line for line in lines if line.startswith("Prompt init (kmeans): "))
     assert init.startswith("Prompt init (kmeans): 2 layer(s), ") and init.endswith("k-means on cpu, cache miss")
 

@@ -83,7 +83,7 @@ def check_config(cfg: DictConfig) -> None:
     constructor that takes it (train builds them all before anything is written or downloaded)."""
     from .record import SELECT_RULES
 
-    check_choice("select_epoch", cfg.get("select_epoch", "best_val"), SELECT_RULES)
+    check_choice("select_epoch", cfg.get("select_epoch", "last"), SELECT_RULES)
     for key in _missing(OmegaConf.to_container(cfg, resolve=False)):
         if key == "task.data_dir":
             raise ConfigError(f"task={cfg.task.name} needs its folder: pass task.data_dir=/path/to/images "

@@ -57,10 +57,10 @@ def collect(cfg: DictConfig, trainer: L.Trainer, module, datamodule, selection: 
     }
 
 
-SELECT_RULES = ("best_val", "last")
+SELECT_RULES = ("last", "best_val")
 
 
-def selected_epoch(trainer: L.Trainer, rule: str = "best_val") -> dict[str, Any]:
+def selected_epoch(trainer: L.Trainer, rule: str = "last") -> dict[str, Any]:
     """The epoch a run tests: ``best_val``, the epoch of best val accuracy (its checkpoint path; ``None`` when
     checkpointing is off), or ``last``, the last epoch (the weights in memory: path ``None``), as a study scores
     a grid point and tests its final runs. Without a validation split the last epoch either way."""

@@ -28,7 +28,8 @@ log = logging.getLogger(__name__)
 
 
 def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]:
-    """Fit on train, choose the epoch on val, test that epoch once; write and return ``results.json``.
+    """Fit on train (validating on val), test once the epoch ``select_epoch`` names; write and return
+    ``results.json``.
 
     ``overrides``: the command line that composed ``cfg`` (default: Hydra's record of it), which a resumed
     run checks against the settings it was started with."""
