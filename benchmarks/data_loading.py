@@ -71,7 +71,7 @@ def cached_vs_uncached(root: Path, images: int, workers: int, batch: int, rounds
 def model_rate(arch: str, img_size: int, batch: int, device: str, steps: int) -> float:
     """Images/s a prompt-tuning training step consumes (P=10 deep, precision as training picks it), timed as
     ``make bench`` times steps."""
-    from run import Bench  # benchmarks/ is on the path when a script in it runs
+    from bench import Bench  # benchmarks/ is on the path when a script in it runs
 
     bench = Bench(arch, img_size, batch, 10, device)
     return batch / bench.timed({"step": bench.step_fn(bench.model())}, steps)["step"]

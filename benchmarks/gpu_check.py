@@ -77,7 +77,7 @@ def kmeans_check(tokens: int = 200_000, dim: int = 768, k: int = 50, iters: int 
 
 def step_check(batch: int, repeats: int = 20) -> dict:
     """A P = 50 deep prompt step of ViT-B/16 at 224 px in bf16, fused vs eager attention."""
-    from run import Bench
+    from bench import Bench
 
     out = {}
     for attention in ("fused", "eager"):

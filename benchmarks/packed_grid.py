@@ -79,7 +79,7 @@ def ratios(arch: str, img_size: int, batch: int, length: int, device: str, ks=(1
 
 
 def main() -> None:
-    from run import geometry_arguments  # benchmarks/ is on the path when a script in it runs
+    from bench import geometry_arguments  # benchmarks/ is on the path when a script in it runs
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     geometry_arguments(parser)

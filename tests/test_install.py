@@ -41,3 +41,18 @@ def test_readme_is_a_short_guide_whose_links_resolve():
         if not link.startswith("http"):
             assert (ROOT / link).exists(), link
     assert "make test" in text  # the command CI runs
+
+
+def test_the_reference_layout_names_every_module_and_benchmark():
+    """docs/reference.md's layout is where a newcomer looks for a module: each one of src/ (and each
+    benchmark script) has its line there, so a module added without a word in the docs fails here."""
+    text = (ROOT / "docs" / "reference.md").read_text()
+    layout = text[text.index("## Layout"):]
+    layout = layout[:layout.index("How a run flows")]
+    package = ROOT / "src" / "spt_lightning"
+    modules = [p.name for p in package.glob("*.py")] + [f"{p.name}/" for p in package.iterdir()
+                                                         if p.is_dir() and (p / "__init__.py").is_file()]
+    lines = {line.split()[0] for line in layout.splitlines() if line.startswith("  ") and line.split()}
+    assert sorted(m for m in modules if m not in lines) == []
+    missing = [p.name for p in (ROOT / "benchmarks").glob("*.py") if p.name not in layout]
+    assert missing == []

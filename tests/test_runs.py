@@ -392,6 +392,39 @@ def test_an_overwrite_that_fails_before_training_leaves_the_finished_run_whole(t
     assert _snapshot(tmp_path / "run") == before
 
 
+def _kept(folder: Path) -> dict[str, str]:
+    """The run's files (the marker aside: it records the last run to hold the folder)."""
+    return {k: v for k, v in _snapshot(folder).items() if k != ".spt_run"}
+
+
+@pytest.mark.parametrize("overrides, culprit", [
+    (["prompt.length=10000"], "tokens were captured"),                # too few tokens: found in the init
+    (["model.optimizer.lr=1e6", "trainer.max_epochs=2"], "training diverged"),  # a finite divergence
+    (["model.optimizer.lr=1e30"], "learning rate"),                    # NaN at the first step
+])
+def test_an_overwrite_that_fails_after_the_claim_gives_the_finished_run_back(tmp_path, overrides, culprit):
+    _run(tmp_path / "run")
+    before = _kept(tmp_path / "run")
+    with pytest.raises(SptError, match=culprit):
+        _run(tmp_path / "run", "overwrite=true", *overrides)
+    assert _kept(tmp_path / "run") == before
+    again = _run(tmp_path / "run", "overwrite=true", "seed=1")  # a finished overwrite replaces it
+    assert again["seed"] == 1 and not (tmp_path / "run" / ".replaced").exists()
+
+
+def test_an_overwrite_killed_outright_is_undone_by_the_next_run(tmp_path):
+    from spt_lightning.runs import set_aside
+
+    _run(tmp_path / "run")
+    before = _kept(tmp_path / "run")
+    set_aside(tmp_path / "run")  # what the killed overwrite did at its claim, then its own files
+    (tmp_path / "run" / "checkpoints").mkdir()
+    (tmp_path / "run" / "checkpoints" / "epoch000.ckpt").write_bytes(b"half a run")
+    with pytest.raises(RunFolderError, match="holds a finished run"):
+        _run(tmp_path / "run")
+    assert _kept(tmp_path / "run") == before
+
+
 def test_callbacks_compose_as_a_list(tmp_path):
     results = _run(tmp_path / "run", "callbacks=[ema,prompt_analysis]", "callbacks.ema.decay=0.5")
     assert results["status"] == "ok" and results["config"]["callbacks"]["ema"]["decay"] == 0.5

@@ -156,17 +156,3 @@ class PromptAnalysis(Callback):
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._record(trainer, pl_module, trainer.current_epoch + 1)
-
-    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        """The run's layer x epoch heatmap beside its CSV, and as an image to W&B / TensorBoard."""
-        path = Path(trainer.default_root_dir) / "prompt_analysis.csv"
-        if not trainer.is_global_zero or not path.exists():
-            return
-        import pandas as pd
-
-        from .loggers import log_images
-        from .plots import analysis_heatmap
-
-        image, _ = analysis_heatmap(pd.read_csv(path), "prompt-token dependence per layer and epoch",
-                                    path.with_suffix(".png"))
-        log_images(trainer.loggers, {"analysis/dependence": image})

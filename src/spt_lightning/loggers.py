@@ -195,19 +195,6 @@ def summarise(loggers: list[Any], results: dict[str, Any]) -> None:
         experiment.log_artifact(artifact)
 
 
-def log_images(loggers: list[Any], images: dict[str, Path]) -> None:
-    """Images (the analysis heatmaps) into every W&B run and TensorBoard log."""
-    for logger in loggers:
-        if isinstance(logger, WandbLogger):
-            logger.log_image(key="analysis", images=[str(p) for p in images.values()], caption=list(images))
-        elif type(logger).__name__ == "TensorBoardLogger":
-            import numpy as np
-            from PIL import Image
-
-            for name, path in images.items():
-                logger.experiment.add_image(name, np.asarray(Image.open(path).convert("RGB")), dataformats="HWC")
-
-
 def finish(loggers: list[Any], failed: bool) -> None:
     """Close loggers that hold a live run (W&B), also when the run failed (marked as such)."""
     for logger in loggers:

@@ -5,8 +5,9 @@ point ending as its own run would: its folder with ``results.json``, the selecte
 One frozen backbone and one data stream serve all points (``models.packed``: the batch is repeated K
 times, rows k*B..(k+1)*B see point k's prompts and head). Per point, as in its own run: the optimizer
 groups (the unpacked module's, so one rule sets lr and weight decay), the schedule, the val accuracy
-every epoch, the selected epoch (the best val acc1, an earlier epoch winning a tie, as Lightning's
-ModelCheckpoint), and a divergence that fails that point only. The prototypes are computed once and
+every epoch, the selected epoch (as ``select_epoch`` names it, through the run's own ``record.selection``),
+the best-val checkpoint (an earlier epoch winning a tie, as Lightning's ModelCheckpoint), and a divergence
+that fails that point only. The prototypes are computed once and
 written into every point's prompts. The pack's own folder holds what resumes it (``checkpoints/last.ckpt``:
 every point's tensors, the optimizer, the schedule and the selection so far) and the loggers' output,
 where point k's metrics are named ``<metric>@<label>`` (one W&B run per pack, a curve per point).
@@ -38,7 +39,7 @@ from .models.packed import PackedViT, replica_groups, replica_losses
 from .module import PromptTuningModule, TrainableCheckpointModule, TrainingError, divergence, diverged_epoch
 from .packing import PACK, why_not
 from .precision import resolve_precision
-from .record import collect
+from .record import collect, selection
 from .results import format_summary, write_results
 from .runs import RunFolder
 from .trust import check_targets
@@ -216,8 +217,10 @@ def train_packed(cfg: DictConfig, members: list[dict[str, Any]]) -> list[dict[st
             failed = False
         finally:
             finish(trainer.loggers, failed)
-        return [_finish_point(k, config, folder, packed, trainer, datamodule, seconds, precision, pack)
-                for k, (config, folder) in enumerate(zip(configs, points))]
+        results = [_finish_point(k, config, folder, packed, trainer, datamodule, seconds, precision, pack)
+                   for k, (config, folder) in enumerate(zip(configs, points))]
+        pack.commit()
+        return results
     finally:
         pack.release()
 
@@ -232,7 +235,9 @@ def _finish_point(k: int, cfg: DictConfig, folder: RunFolder, packed: PackedModu
         return {"status": "failed", "error": packed.failed[k]}
     folder.claim(cfg)
     try:
-        return _write_point(k, cfg, folder, packed, trainer, datamodule, seconds, precision, pack)
+        results = _write_point(k, cfg, folder, packed, trainer, datamodule, seconds, precision, pack)
+        folder.commit()
+        return results
     finally:
         folder.release()
 
@@ -244,9 +249,9 @@ def _write_point(k: int, cfg: DictConfig, folder: RunFolder, packed: PackedModul
     checkpoint.parent.mkdir(parents=True, exist_ok=True)
     torch.save({**best, "pytorch-lightning_version": L.__version__, "packed_in": str(pack.path)}, checkpoint)
     _split_metrics(trainer, pack.path, folder.path, packed.labels[k])
-    selection = {"epoch": best["epoch"] + 1, "epochs": trainer.max_epochs, "rule": "best_val", "val_acc1": best["val_acc1"],
-                 "last_val_acc1": packed.last_val[k], "best_val_acc1": best["val_acc1"]}
-    results = collect(cfg, trainer, packed.members[k], datamodule, selection, [], seconds, precision, pack.checkpoint)
+    chosen = selection(cfg.select_epoch, trainer.max_epochs, trainer.current_epoch, packed.last_val[k],
+                       best["val_acc1"], best["epoch"] + 1)
+    results = collect(cfg, trainer, packed.members[k], datamodule, chosen, [], seconds, precision, pack.checkpoint)
     results["packed"] = {"folder": str(pack.path), "points": len(packed.labels), "label": packed.labels[k],
                          "timings": "the pack's, shared by its points"}
     write_results(folder.path, results)

@@ -64,17 +64,23 @@ def selected_epoch(trainer: L.Trainer, rule: str = "last") -> dict[str, Any]:
     """The epoch a run tests: ``best_val``, the epoch of best val accuracy (its checkpoint path; ``None`` when
     checkpointing is off), or ``last``, the last epoch (the weights in memory: path ``None``), as a study scores
     a grid point and tests its final runs. Without a validation split the last epoch either way."""
-    epochs = trainer.max_epochs
     last = _float(trainer.callback_metrics.get("val/acc1"))  # the last epoch's: how `tune` scores a grid point
     ckpt = next((cb for cb in trainer.checkpoint_callbacks if cb.monitor == "val/acc1"), None)
-    found = ckpt is not None and bool(ckpt.best_model_path)
-    best = _float(ckpt.best_model_score) if found else last
-    if rule == "last" or not found:
-        return {"epoch": trainer.current_epoch, "epochs": epochs, "rule": "last" if found or rule == "last" else rule,
-                "val_acc1": last, "last_val_acc1": last, "best_val_acc1": best, "path": None}
-    epoch = torch.load(ckpt.best_model_path, map_location="cpu", weights_only=True)["epoch"]
-    return {"epoch": epoch + 1, "epochs": epochs, "rule": rule, "val_acc1": best, "last_val_acc1": last,
-            "best_val_acc1": best, "path": ckpt.best_model_path}
+    if ckpt is None or not ckpt.best_model_path:
+        return {**selection(rule if rule == "last" else "last", trainer.max_epochs, trainer.current_epoch, last,
+                            last, None), "path": None}
+    best = rule == "best_val"
+    epoch = torch.load(ckpt.best_model_path, map_location="cpu", weights_only=True)["epoch"] + 1 if best else None
+    chosen = selection(rule, trainer.max_epochs, trainer.current_epoch, last, _float(ckpt.best_model_score), epoch)
+    return {**chosen, "path": ckpt.best_model_path if best else None}
+
+
+def selection(rule: str, epochs: int, last_epoch: int, last_val: float | None, best_val: float | None,
+              best_epoch: int | None) -> dict[str, Any]:
+    """results.json's ``selection`` under ``rule`` (epochs counted from 1), for a run and a pack's point alike."""
+    epoch, val = (best_epoch, best_val) if rule == "best_val" else (last_epoch, last_val)
+    return {"epoch": epoch, "epochs": epochs, "rule": rule, "val_acc1": val, "last_val_acc1": last_val,
+            "best_val_acc1": best_val}
 
 
 def wandb_mode(loggers: list) -> str | None:
@@ -89,9 +95,9 @@ def wandb_mode(loggers: list) -> str | None:
 
 
 def init_stats(trainer: L.Trainer) -> dict[str, Any]:
-    from .prototypes import PrototypeInit
-
-    return next((cb.stats for cb in trainer.callbacks if isinstance(cb, PrototypeInit)), {})
+    """What the prompt-init callback hands over for results.json's ``init``: the record of the callback that
+    declares ``results_key = "init"`` (prototypes.PrototypeInit's ``stats``); ``{}`` without one."""
+    return next((cb.results_record() for cb in trainer.callbacks if getattr(cb, "results_key", None) == "init"), {})
 
 
 def _float(x: Any) -> float | None:

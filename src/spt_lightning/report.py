@@ -69,6 +69,8 @@ def load_runs(dirs: list[Path]) -> list[dict[str, Any]]:
     runs = []
     for d in dirs:
         for path in sorted(Path(d).rglob(RESULTS)):
+            if any(part.startswith(".") for part in path.relative_to(d).parts[:-1]):
+                continue  # a run set aside while overwrite=true replaces it (runs.REPLACED)
             run = read_results(path)
             run["path"] = str(path.parent)
             runs.append(run)

@@ -8,11 +8,17 @@ folder holding an unfinished run with ``checkpoints/last.ckpt`` is continued (``
 ``resume=<run folder or .ckpt>`` continues that run in its own folder (a finished one too, with
 ``overwrite=true``: training for more epochs). Checkpoints are read with ``weights_only=True``: loading
 one never runs code.
+
+``overwrite=true`` never loses a run: the earlier run's files are set aside in ``.replaced/`` when the new
+run claims the folder, deleted once the new run has written its results, and put back, byte-identical,
+when it fails or is interrupted at any step (a process killed outright leaves them there; the next run in
+the folder puts them back before anything else).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import socket
@@ -34,10 +40,13 @@ try:  # advisory locks (POSIX); without them the marker's exclusive create still
 except ImportError:  # pragma: no cover - Windows
     fcntl = None
 
+log = logging.getLogger(__name__)
+
 LAST = Path("checkpoints") / "last.ckpt"
 MARKER = ".spt_run"
+REPLACED = ".replaced"  # an overwritten run's files while the run replacing it is under way
 # What a run writes into its folder (Hydra's own log file aside, which only ever grows).
-ARTEFACTS = (RESULTS, "checkpoints", "csv", "tensorboard", "wandb", ".hydra", "hpc_ckpt_*.ckpt")
+ARTEFACTS = (RESULTS, "checkpoints", "csv", "tensorboard", "wandb", ".hydra", "hpc_ckpt_*.ckpt", "prompt_analysis.*")
 
 
 # Besides the keys that cannot change a result (settings.NEUTRAL), what a resumed run may change from the
@@ -149,8 +158,11 @@ class RunFolder:
     def inspect(self, cfg: DictConfig) -> RunFolder:
         """Refuse (raise) a folder this run must not write into, before anything is written: another tool's
         folder, one in use by a live run, a finished run without ``overwrite=true``; a run continued in
-        place must have the settings it was started with."""
+        place must have the settings it was started with. Writes only to put back a run that an overwrite
+        killed outright had set aside."""
         check_owned(self.path, self.expected)
+        if any((self.path / n).is_dir() for n in (REPLACED, f"{REPLACED}.partial")):
+            restore(self.path)  # an overwrite killed outright: the run it was replacing comes back first
         self.checkpoint, self.stale = resume_point(self.path, cfg.resume, cfg.overwrite)
         if self.checkpoint is not None and cfg.resume == "auto":
             check_same_settings(cfg, self.path)
@@ -171,16 +183,28 @@ class RunFolder:
                 raise RunFolderError(f"{self.path} changed while this run was starting (another run wrote into "
                                      f"it); nothing was written. Run again.")
             if self.stale:
-                clear(self.path)
+                set_aside(self.path)
             (self.path / SAVED_CONFIG).parent.mkdir(parents=True, exist_ok=True)
             OmegaConf.save(cfg, self.path / SAVED_CONFIG)
         except BaseException:
             self.release()
             raise
 
+    def commit(self) -> None:
+        """The run has written its results: the run it replaced (``overwrite=true``) is deleted."""
+        if self._marker is not None and (self.path / REPLACED).is_dir():
+            shutil.rmtree(self.path / REPLACED)
+
     def release(self) -> None:
-        """Unlock the marker (the folder stays the project's); also done by the OS when the process dies."""
-        if self._marker is not None:
+        """The end of the run's tenure: a run that did not :meth:`commit` gives the folder back to the run it
+        replaced (its files restored as they were); then the marker is unlocked (the folder stays the
+        project's). The OS unlocks it too when the process dies."""
+        if self._marker is None:
+            return
+        try:
+            if (self.path / REPLACED).is_dir():
+                restore(self.path)
+        finally:
             self._marker.close()
             self._marker = None
 
@@ -309,12 +333,40 @@ def _paths_outside(state: dict[str, Any]) -> list[str]:
     return [p for p in paths if os.path.dirname(os.path.normpath(p)) != root]
 
 
+def _artefacts(output_dir: Path) -> list[Path]:
+    return [p for name in ARTEFACTS for p in output_dir.glob(name)]
+
+
+def set_aside(output_dir: Path) -> None:
+    """Move an earlier run's files into ``.replaced/`` (renames within the folder: nothing is copied; a
+    process killed half-way leaves ``.replaced.partial/``, which :func:`restore` empties back)."""
+    partial = output_dir / f"{REPLACED}.partial"
+    partial.mkdir()
+    for path in _artefacts(output_dir):
+        path.rename(partial / path.name)
+    partial.rename(output_dir / REPLACED)
+
+
+def restore(output_dir: Path) -> None:
+    """Put the files set aside back, byte-identical, once the replacing run's files are cleared."""
+    stash, partial = output_dir / REPLACED, output_dir / f"{REPLACED}.partial"
+    if stash.is_dir():
+        clear(output_dir)
+    else:  # set aside half-way: the new run has written nothing yet
+        stash = partial
+    for path in stash.iterdir():
+        path.rename(output_dir / path.name)
+    stash.rmdir()
+    log.warning("%s: the run that overwrite=true was replacing there did not finish; the earlier run is back "
+                "as it was", output_dir)
+
+
 def clear(output_dir: Path) -> None:
     """Delete what an earlier run of this project wrote into ``output_dir`` (``overwrite=true`` or a fresh
     start), in a folder that carries the marker only; a symbolic link is removed, never followed."""
     if not (output_dir / MARKER).is_file():
         raise RunFolderError(f"{output_dir} carries no {MARKER}: nothing in it is removed")
-    for path in (p for name in ARTEFACTS for p in output_dir.glob(name)):
+    for path in _artefacts(output_dir):
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)
         else:

@@ -69,8 +69,9 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
         results = _fit_select_test(cfg, run, ckpt_path, precision, started)
         if trainer.is_global_zero:
             write_results(Path(cfg.paths.output_dir), results)
+            folder.commit()  # overwrite=true: the run this one replaced is deleted only now
             print(format_summary(results), flush=True)
-    finally:
+    finally:  # a run that did not finish gives the folder back to the run it replaced
         folder.release()
     return results
 

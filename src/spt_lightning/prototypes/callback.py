@@ -134,6 +134,12 @@ class PrototypeInit(Callback):
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir else None
         self.stats: dict[str, Any] = {}
 
+    results_key = "init"  # record.init_stats hands results_record() to results.json under this key
+
+    def results_record(self) -> dict[str, Any]:
+        """The init's statistics for results.json (layers, objectives, timings, cache); ``{}`` before fit."""
+        return self.stats
+
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         prompts = pl_module.model.prompts
         if prompts is None or not needs_data(self.strategy):
