@@ -61,7 +61,7 @@ def test_prompt_init_reaches_the_callback(cfg_factory, init):
 
     cfg = cfg_factory(f"prompt.init={init}", "init.tokens_per_prompt=50", "init.data_fraction=0.5")
     callback = instantiate(cfg.callbacks.prototype_init)
-    assert (callback.strategy, callback.tokens_per_prompt, callback.data_fraction) == (init, 50, 0.5)
+    assert (callback.strategy.name, callback.tokens_per_prompt, callback.data_fraction) == (init, 50, 0.5)
 
 
 def test_unknown_prompt_init_is_refused_by_the_callback_before_any_work(cfg_factory):

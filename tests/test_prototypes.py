@@ -9,7 +9,19 @@ from spt_lightning.errors import ConfigError
 from spt_lightning.models import PromptedViT
 from spt_lightning.prototypes import PrototypeError, PrototypeInit
 from spt_lightning.prototypes.capture import TokenReservoir, capture
-from spt_lightning.prototypes.strategies import PooledTokens, TokenMoments, WindowPool, authors_windows, prototypes
+from spt_lightning.prototypes.strategies import (
+    STRATEGIES,
+    LayerSpec,
+    PooledTokens,
+    TokenMoments,
+    WindowPool,
+    authors_windows,
+)
+
+
+def prototypes(name, collector, layer, length, iters, seed):
+    """One layer's prompts as the callback makes them: the strategy's record asked."""
+    return STRATEGIES[name].prompts(collector, LayerSpec(layer, length, seed, iters))
 
 from conftest import tiny_vit
 
@@ -394,6 +406,41 @@ def test_scaled_init_through_the_callback_matches_the_layers_statistics(tmp_path
     cb2 = PrototypeInit("scaled", layer0="embedded", seed=1, cache_dir=str(tmp_path / "cache"))
     _, dm2, start2, _ = _fit(tmp_path, cb2, model=_model(length=2))
     assert dm2.passes == 0 and torch.equal(start2, start)  # a cache hit equals the miss
+
+
+def test_a_registered_init_reusing_a_collector_gets_its_own_prompts_and_cache_entries(tmp_path):
+    """A user's init (README, Extending): the mean token plus seeded noise of its own scale, on k-means'
+    collector. It gets its own prompts (not k-means'), its setting is in its cache key only, and a cache
+    entry of another init or another scale is never read for it."""
+    from spt_lightning.prototypes.strategies import STRATEGIES, Strategy, TokenReservoir, register
+
+    def mean_plus_noise(reservoir, layer):
+        tokens = reservoir.tokens()
+        noise = torch.randn(layer.length, tokens.shape[1], generator=torch.Generator().manual_seed(layer.seed))
+        return tokens.mean(0) + layer.options["noise"] * noise, {"tokens": len(tokens)}
+
+    register(Strategy("mean_noise", collector=lambda spec: TokenReservoir(spec.max_tokens, spec.generator),
+                      prompts=mean_plus_noise, settings=("noise",)))
+    try:
+        cache = str(tmp_path / "cache")
+        kmeans_cb = PrototypeInit("kmeans", layer0="embedded", tokens_per_prompt=None, seed=1, cache_dir=cache)
+        _, _, by_kmeans, _ = _fit(tmp_path, kmeans_cb, model=_model(length=2))
+        mine = PrototypeInit("mean_noise", layer0="embedded", tokens_per_prompt=None, seed=1, cache_dir=cache, noise=0.5)
+        _, dm, start, _ = _fit(tmp_path, mine, model=_model(length=2))
+        assert dm.passes == 1 and mine.stats["cache"] == "miss"  # k-means' entry is not its own
+        model = _model(length=2)
+        for layer, tokens in enumerate(_hooked_tokens(model, _DataModule().x)):
+            noise = torch.randn(2, 64, generator=torch.Generator().manual_seed(1))
+            torch.testing.assert_close(start[layer], tokens.reshape(-1, 64).mean(0) + 0.5 * noise, rtol=1e-4, atol=1e-4)
+        assert not torch.allclose(start, by_kmeans)
+        other = PrototypeInit("mean_noise", layer0="embedded", tokens_per_prompt=None, seed=1, cache_dir=cache, noise=0.1)
+        _, dm, _, _ = _fit(tmp_path, other, model=_model(length=2))
+        assert dm.passes == 1  # another value of its own setting: another cache entry
+        again = PrototypeInit("kmeans", layer0="embedded", tokens_per_prompt=None, seed=1, cache_dir=cache, noise=0.3)
+        _, dm, start, _ = _fit(tmp_path, again, model=_model(length=2))
+        assert dm.passes == 0 and torch.equal(start, by_kmeans)  # k-means does not read it: its entry is hit
+    finally:
+        STRATEGIES.pop("mean_noise")
 
 
 def test_the_kmeans_device_is_recorded_and_a_gpu_faiss_cannot_see_is_named(tmp_path, monkeypatch, caplog):

@@ -42,8 +42,11 @@ def why_not(config: dict[str, Any]) -> str | None:
                 "and holds per-point prompts and heads only (prompt tuning packs)")
     if config["prompt"]["length"] is None:
         return f"method={method['name']} has no prompts"
-    if config["prompt"]["init"] == "vipamin":
-        return "prompt.init=vipamin matches each model's own prompts through its forward"
+    from .prototypes.strategies import find
+
+    init = find(config["prompt"]["init"])
+    if init is not None and init.reads_prompts:
+        return f"prompt.init={init.name} reads each model's own prompts (through its forward)"
     if not config["prompt"].get("trainable", True):
         return "prompt.trainable=false: a pack trains every point's prompts"
     if config["prompt"]["dropout"]:

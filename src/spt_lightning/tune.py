@@ -101,11 +101,19 @@ def _recipe_points(cfg: DictConfig) -> list[list[str]]:
 
 
 def _check_init_keys(cfg: DictConfig, points: list[list[str]]) -> None:
-    """A grid over VIPAMIN's keys trains the same model at every value unless the init is VIPAMIN's."""
-    swept = sorted({o.split("=", 1)[0] for p in points for o in p if o.startswith("init.vipamin_")})
-    if swept and cfg.prompt.init != "vipamin":
-        raise TuneError(f"the grid varies {', '.join(swept)}, which prompt.init={cfg.prompt.init} does not read; "
-                        f"add prompt.init=vipamin (or use another recipe)")
+    """A grid over an init's own keys (VIPAMIN's K and lambda) trains the same model at every value unless
+    the run's init reads them (its record's ``settings``)."""
+    from .prototypes.strategies import STRATEGIES, find
+
+    init = find(cfg.prompt.init)
+    if init is None:
+        return  # named by the run's own check
+    own = {f"init.{key}": name for name, strategy in STRATEGIES.items() for key in strategy.settings}
+    swept = sorted({o.split("=", 1)[0] for p in points for o in p if o.split("=", 1)[0] in own})
+    unread = [key for key in swept if key[len("init."):] not in init.settings]
+    if unread:
+        raise TuneError(f"the grid varies {', '.join(unread)}, which prompt.init={cfg.prompt.init} does not read; "
+                        f"add prompt.init={own[unread[0]]} (or use another recipe)")
 
 
 def _slug(text: str, length: int) -> str:

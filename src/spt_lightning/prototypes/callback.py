@@ -18,14 +18,8 @@ from ..errors import check_choice, check_number
 from ..models.prompted_vit import LAYER0
 from . import cache
 from .capture import capture, storage_device
-from .strategies import (
-    POOLING,
-    kmeans_gpu,
-    make_collector,
-    needs_data,
-    prototypes,
-)
-from .vipamin import ORTH_SCALES, VALUE_BLOCKS, first_images, vipamin
+from .strategies import POOLING, CollectorSpec, LayerSpec, kmeans_gpu, strategy_of
+from .vipamin import ORTH_SCALES, VALUE_BLOCKS, first_images
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +55,9 @@ class PrototypeInit(Callback):
     rank 0 computes and every rank receives the same values.
 
     Args:
-        strategy: ``kmeans``, ``random``, ``mean_pool``, ``max_pool``, ``scaled``, ``vipamin`` or ``xavier``
-            (data-free: nothing to do).
+        strategy: The init's name (``prompt.init``): a record of ``strategies.STRATEGIES`` (``kmeans``,
+            ``random``, ``mean_pool``, ``max_pool``, ``scaled``, ``vipamin``, ``xavier`` (data-free: nothing
+            to do), or one registered with ``strategies.register``), which says what it needs and does.
         tokens_per_prompt: Tokens kept per prompt and layer: a uniform sample of ``tokens_per_prompt * P``
             tokens over the whole pass (256: FAISS's own k-means subsample); ``None``: every token.
         data_fraction: Part of the training split the pass reads (seeded).
@@ -86,6 +81,8 @@ class PrototypeInit(Callback):
         seed: Seed of sampling and k-means.
         cache_dir: Folder of cached prototypes (``None``: no cache).
         batch_size: Batch size of the capture pass (``None``: the datamodule's).
+        **extra: A registered init's own settings (``init.<key>`` in its YAML), handed to it in
+            ``options`` and, those it lists in ``settings``, part of the cache key.
     """
 
     def __init__(
@@ -105,8 +102,9 @@ class PrototypeInit(Callback):
         seed: int = 0,
         cache_dir: str | None = None,
         batch_size: int | None = None,
+        **extra: Any,
     ):
-        needs_data(strategy)  # validates the name
+        self.strategy = strategy_of(strategy)  # an unknown name is refused with the known ones
         check_number("init.data_fraction", data_fraction, 0, 1, low_open=True, high_open=False)
         if tokens_per_prompt is not None:
             check_number("init.tokens_per_prompt", tokens_per_prompt, 1, integer=True, hint=" or null")
@@ -119,18 +117,19 @@ class PrototypeInit(Callback):
         check_number("init.vipamin_images", vipamin_images, 1, integer=True)
         check_choice("init.vipamin_values", vipamin_values, VALUE_BLOCKS)
         check_choice("init.vipamin_orth_scale", vipamin_orth_scale, ORTH_SCALES)
-        # What determines the prototypes besides the data and the model (part of the cache key).
+        # What the strategies read of the settings (pooling, VIPAMIN's, a registered init's own) ...
+        self.options = {"pooling": pooling, "vipamin_k": vipamin_k, "vipamin_lambda": vipamin_lambda,
+                        "vipamin_images": vipamin_images, "vipamin_values": vipamin_values,
+                        "vipamin_orth_scale": vipamin_orth_scale, **extra}
+        # ... and what determines the prototypes besides the data and the model (the cache key): the shared
+        # settings and those the strategy alone reads.
         self.settings = {"strategy": strategy, "tokens_per_prompt": tokens_per_prompt,
                          "data_fraction": data_fraction, "layer0": layer0, "transforms": transforms, "pooling": pooling,
-                         "kmeans_iters": kmeans_iters, "seed": seed}
-        if strategy == "vipamin":
-            self.settings |= {"vipamin_k": vipamin_k, "vipamin_lambda": vipamin_lambda, "vipamin_images": vipamin_images,
-                              "vipamin_values": vipamin_values, "vipamin_orth_scale": vipamin_orth_scale}
-        self.vipamin = (vipamin_k, vipamin_lambda, vipamin_images)
-        self.vipamin_form = {"values": vipamin_values, "orth_scale": vipamin_orth_scale}
-        self.strategy, self.tokens_per_prompt, self.data_fraction = strategy, tokens_per_prompt, data_fraction
+                         "kmeans_iters": kmeans_iters, "seed": seed,
+                         **{key: self.options[key] for key in self.strategy.settings}}
+        self.tokens_per_prompt, self.data_fraction = tokens_per_prompt, data_fraction
         self.kmeans_iters, self.seed, self.batch_size = kmeans_iters, seed, batch_size
-        self.layer0, self.train_transforms, self.pooling = layer0, transforms == "train", pooling
+        self.layer0, self.train_transforms = layer0, transforms == "train"
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir else None
         self.stats: dict[str, Any] = {}
 
@@ -142,7 +141,7 @@ class PrototypeInit(Callback):
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         prompts = pl_module.model.prompts
-        if prompts is None or not needs_data(self.strategy):
+        if prompts is None or self.strategy.needs == "nothing":
             return
         if trainer.ckpt_path:
             log.info("Resuming from %s: prompts come from the checkpoint, not re-initialised", trainer.ckpt_path,
@@ -157,7 +156,7 @@ class PrototypeInit(Callback):
         entry = trainer.strategy.broadcast(entry, src=0)
         prompts.assign(entry["prompts"])  # (a pack of grid points: into every point's prompts)
         self.stats = {**entry["stats"], "time": time.perf_counter() - started}
-        log.info("Prompt init (%s): %s", self.strategy, describe(self.stats), extra=CONSOLE)
+        log.info("Prompt init (%s): %s", self.strategy.name, describe(self.stats), extra=CONSOLE)
         metrics = {"init/time": self.stats["time"]}
         for layer, s in enumerate(self.stats["layers"]):
             metrics[f"init/tokens/layer{layer}"] = s["tokens"]
@@ -185,29 +184,29 @@ class PrototypeInit(Callback):
             **self.settings,
             "precision": str(trainer.precision),
             "attention": model.attention,  # fused and eager kernels round differently in bf16
-            # VIPAMIN matches the current (xavier) prompts: their values are an input
-            "start": cache.weights_fingerprint(model.prompts) if self.strategy == "vipamin" else None,
+            # a strategy that reads the current (xavier) prompts (VIPAMIN's matching): their values are an input
+            "start": cache.weights_fingerprint(model.prompts) if self.strategy.reads_prompts else None,
         })
 
     def _random_augmentation(self, dm) -> bool:
         return self.train_transforms and repr(dm.transforms(train=True)) != repr(dm.transforms(train=False))
 
-    def _vipamin(self, model, loader) -> dict[str, Any]:
+    def _from_batch(self, model, loader) -> dict[str, Any]:
         started = time.perf_counter()
-        k, lamb, count = self.vipamin
-        images = first_images(loader, count)
-        prompts = vipamin(model, images, k, float(lamb), self.seed, **self.vipamin_form)
+        images = first_images(loader, self.options[self.strategy.batch_images])
+        prompts = self.strategy.from_batch(model, images, self.options, self.seed)
         return {"prompts": prompts, "stats": {"layers": [{"tokens": len(images) * model.vit.patch_embed.num_patches}
                                                           for _ in range(len(prompts))],
                                               "images": len(images), "capture_time": time.perf_counter() - started,
                                               "prototype_time": 0.0, "cache": "miss" if self.cache_dir else "off"}}
 
     def _loader(self, dm):
-        """The images the init reads: the (seeded part of the) training split; VIPAMIN: one seeded batch of it."""
-        if self.strategy != "vipamin":
+        """The images the init reads: the (seeded part of the) training split; a batch strategy (VIPAMIN):
+        one seeded batch of it."""
+        if self.strategy.needs == "data":
             return dm.prototype_dataloader(self.data_fraction, self.seed, self.batch_size, self.train_transforms)
         available = len(dm.prototype_dataloader(self.data_fraction, self.seed).dataset)
-        images = self.vipamin[2]
+        images = self.options[self.strategy.batch_images]
         return dm.prototype_dataloader(self.data_fraction * min(1.0, images / available), self.seed, images,
                                        self.train_transforms)
 
@@ -219,8 +218,8 @@ class PrototypeInit(Callback):
         if path is not None and (hit := cache.load(path, shape)) is not None:
             log.info("Prototype cache hit: %s (no data pass)", path)
             return {"prompts": hit["prompts"], "stats": {**hit["stats"], "cache": "hit"}}
-        if self.strategy == "vipamin":
-            entry = self._vipamin(model, loader)
+        if self.strategy.needs == "batch":
+            entry = self._from_batch(model, loader)
             if path is not None:
                 cache.save(path, entry)
             return entry
@@ -232,8 +231,9 @@ class PrototypeInit(Callback):
         # One generator per layer: each layer's sample keys follow the token stream alone, so the sample is
         # the same whatever the batch size (a shared generator interleaves the layers' draws per batch).
         collectors = [
-            make_collector(self.strategy, model.prompts.length, max(kept, 1),
-                           torch.Generator().manual_seed(self.seed * 10_000 + layer), storage, self.pooling)
+            self.strategy.collector(CollectorSpec(model.prompts.length, max(kept, 1),
+                                                  torch.Generator().manual_seed(self.seed * 10_000 + layer), storage,
+                                                  self.options))
             for layer in range(num_layers)
         ]
         started = time.perf_counter()
@@ -243,17 +243,17 @@ class PrototypeInit(Callback):
             torch.cuda.synchronize(device)  # the pass is asynchronous when the tokens stay on the GPU
         capture_time = time.perf_counter() - started
         values, layers = [], []
-        gpu = kmeans_gpu(device) if self.strategy == "kmeans" else None
-        if self.strategy == "kmeans" and gpu is None and torch.cuda.is_available():
+        gpu = kmeans_gpu(device) if self.strategy.uses_kmeans else None
+        if self.strategy.uses_kmeans and gpu is None and torch.cuda.is_available():
             _warn_once("k-means runs on the CPU: CUDA is available but this FAISS sees no GPU. Install the CUDA "
                        "build (pip install faiss-gpu-cu12, without faiss-cpu beside it) for GPU k-means.")
         for layer, collector in enumerate(collectors):
-            value, stats = prototypes(self.strategy, collector, layer, model.prompts.length, self.kmeans_iters,
-                                      self.seed, gpu)
+            value, stats = self.strategy.prompts(collector, LayerSpec(layer, model.prompts.length, self.seed,
+                                                                       self.kmeans_iters, gpu, self.options))
             values.append(value)
             layers.append(stats)
         stats = {"layers": layers, "capture_time": capture_time,
-                 **({"kmeans_device": "cpu" if gpu is None else f"cuda:{gpu}"} if self.strategy == "kmeans" else {}),
+                 **({"kmeans_device": "cpu" if gpu is None else f"cuda:{gpu}"} if self.strategy.uses_kmeans else {}),
                  "prototype_time": time.perf_counter() - started - capture_time, "cache": "miss" if path else "off"}
         entry = {"prompts": torch.stack(values), "stats": stats}
         if path is not None:

@@ -13,9 +13,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager, nullcontext
 
+from typing import TYPE_CHECKING
+
 import torch
 
-from ..models import PromptedViT
+if TYPE_CHECKING:
+    from ..models import PromptedViT
 
 
 class TokenReservoir:

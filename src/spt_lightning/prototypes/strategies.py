@@ -1,9 +1,14 @@
-"""Each strategy's collector (what the capture pass keeps of a layer's tokens) and how P prompt values per
-layer come out of it: k-means, random tokens, pooled windows, token moments."""
+"""The init strategies as records (:class:`Strategy`, registered in :data:`STRATEGIES`): what each needs, how
+it collects a layer's tokens in the capture pass, and how its P prompt values per layer come out: k-means,
+random tokens, pooled windows, token moments, VIPAMIN's matching, VPT's xavier (data-free). The callback
+asks a strategy's record, never its name; a new init is one :func:`register` call (README, Extending)."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -12,30 +17,95 @@ import torch.nn.functional as F
 from .capture import TokenReservoir
 from .errors import PrototypeError
 
-STRATEGIES = ("kmeans", "random", "mean_pool", "max_pool", "scaled", "vipamin", "xavier")
 POOLING = ("sampled", "averaged")  # the pooled strategies: as SPT's code (sampled) or averaged over images
+NEEDS = ("data", "batch", "nothing")
 
 
-def check_strategy(strategy: str) -> None:
-    if strategy not in STRATEGIES:
-        raise PrototypeError(f"unknown prompt.init '{strategy}'; choose one of {', '.join(STRATEGIES)}")
+@dataclass(frozen=True)
+class CollectorSpec:
+    """What a collector is built for: one layer's P prompts from at most ``max_tokens`` kept tokens."""
+
+    length: int
+    max_tokens: int
+    generator: torch.Generator
+    device: torch.device | str
+    options: dict[str, Any]  # the init.* settings (init.pooling, init.vipamin_k, ...)
 
 
-def needs_data(strategy: str) -> bool:
-    check_strategy(strategy)
-    return strategy != "xavier"
+@dataclass(frozen=True)
+class LayerSpec:
+    """One layer's prompts to make: its index, P, the seed, the k-means iterations and GPU (``None``: CPU),
+    and the init.* settings (a registered init's own among them)."""
+
+    layer: int
+    length: int
+    seed: int
+    iters: int
+    gpu: int | None = None
+    options: dict[str, Any] = field(default_factory=dict)
 
 
-def make_collector(strategy: str, length: int, max_tokens: int, generator: torch.Generator,
-                   device: torch.device | str = "cpu", pooling: str = "sampled"):
-    if strategy == "scaled":
-        return TokenMoments()
-    if strategy in ("mean_pool", "max_pool"):
-        mode = strategy.removesuffix("_pool")
-        if pooling == "averaged":
-            return WindowPool(length, mode)
-        return PooledTokens(length, mode, max_tokens, generator, device)
-    return TokenReservoir(max_tokens, generator, device)
+@dataclass(frozen=True)
+class Strategy:
+    """An init strategy. ``needs``: ``data`` (a capture pass over the training split: ``collector`` builds
+    each layer's collector, ``prompts`` turns it into ``([P, D], stats)``), ``batch`` (one batch of
+    ``options[batch_images]`` images and the model: ``from_batch(model, images, options, seed)`` gives the
+    ``[layers, P, D]`` prompts) or ``nothing`` (data-free: the prompts keep their initial values).
+    ``settings``: the ``init.*`` keys it alone reads (its cache key and a tune grid over them).
+    ``uses_kmeans``: it runs FAISS k-means (on the GPU where FAISS sees one). ``reads_prompts``: its values
+    depend on the model's current prompts (in its cache key; a pack cannot share its pass)."""
+
+    name: str
+    needs: str = "data"
+    collector: Callable[[CollectorSpec], Any] | None = None
+    prompts: Callable[[Any, LayerSpec], tuple[torch.Tensor, dict]] | None = None
+    from_batch: Callable[..., torch.Tensor] | None = None
+    batch_images: str | None = None
+    settings: tuple[str, ...] = ()
+    uses_kmeans: bool = False
+    reads_prompts: bool = False
+
+    def __post_init__(self):
+        if self.needs not in NEEDS:
+            raise ValueError(f"Strategy {self.name}: needs={self.needs!r}, expected one of {NEEDS}")
+        if self.needs == "data" and (self.collector is None or self.prompts is None):
+            raise ValueError(f"Strategy {self.name}: a data strategy needs a collector and prompts")
+        if self.needs == "batch" and (self.from_batch is None or self.batch_images is None):
+            raise ValueError(f"Strategy {self.name}: a batch strategy needs from_batch and batch_images")
+
+
+STRATEGIES: dict[str, Strategy] = {}
+
+
+def register(strategy: Strategy) -> Strategy:
+    """Add ``strategy`` under its name (``prompt.init=<name>``); a name taken by another is refused."""
+    if STRATEGIES.get(strategy.name, strategy) is not strategy:
+        raise ValueError(f"prompt.init={strategy.name} is registered already")
+    STRATEGIES[strategy.name] = strategy
+    return strategy
+
+
+PLUGINS = "spt_lightning.inits"  # the entry-point group where an installed package offers its Strategy records
+
+
+def find(name: str) -> Strategy | None:
+    """The record of ``prompt.init=name``, looking in installed packages' ``spt_lightning.inits`` entry
+    points when it is not registered yet; ``None`` when no one offers it."""
+    if name not in STRATEGIES:
+        from importlib.metadata import entry_points
+
+        for point in entry_points(group=PLUGINS, name=name):
+            register(point.load())
+    return STRATEGIES.get(name)
+
+
+def strategy_of(name: str) -> Strategy:
+    """The record of ``prompt.init=name``; an unknown name is refused with the known ones."""
+    strategy = find(name)
+    if strategy is None:
+        raise PrototypeError(f"unknown prompt.init '{name}'; choose one of {', '.join(STRATEGIES)} (or install a "
+                             f"package that offers it as a '{PLUGINS}' entry point)")
+    return strategy
 
 
 class WindowPool:
@@ -147,26 +217,66 @@ def kmeans_gpu(device: torch.device) -> int | None:
     return (device.index or 0) if device.type == "cuda" else 0
 
 
-def prototypes(strategy: str, collector, layer: int, length: int, iters: int, seed: int,
-               gpu: int | None = None) -> tuple[torch.Tensor, dict]:
-    """The ``[length, D]`` initial prompts of one layer, and stats for the log."""
-    if isinstance(collector, WindowPool):
-        return collector.tokens(), {"tokens": collector.seen}
-    if isinstance(collector, TokenMoments):  # scale-matched: N(mean, std^2) per dimension, seeded per layer
-        if collector.seen < 2:
-            raise PrototypeError(f"layer {layer}: {collector.seen} token(s) captured; the token spread needs two "
-                                 f"or more. Raise init.data_fraction or use prompt.init=xavier.")
-        mean, std = collector.moments()
-        noise = torch.randn(length, len(mean), generator=torch.Generator().manual_seed(seed + layer))
-        return mean + std * noise, {"tokens": collector.seen, "token_std": float(std.mean())}
-    tokens = collector.tokens()
-    if len(tokens) < length:
+def _enough(tokens: torch.Tensor, layer: LayerSpec) -> torch.Tensor:
+    if len(tokens) < layer.length:
         raise PrototypeError(
-            f"layer {layer}: only {len(tokens)} tokens were captured for {length} prompts. Lower "
+            f"layer {layer.layer}: only {len(tokens)} tokens were captured for {layer.length} prompts. Lower "
             f"prompt.length, raise init.data_fraction / init.tokens_per_prompt, or use prompt.init=xavier."
         )
-    if strategy in ("random", "mean_pool", "max_pool"):  # pooled: P of the images' pooled windows
-        pick = torch.randperm(len(tokens), generator=torch.Generator().manual_seed(seed + layer))[:length]
-        return tokens[pick], {"tokens": len(tokens)}
-    centroids, objective = kmeans(tokens, length, iters, seed + layer, gpu)
+    return tokens
+
+
+def kmeans_prompts(reservoir: TokenReservoir, layer: LayerSpec) -> tuple[torch.Tensor, dict]:
+    """SPT: the P k-means centroids of the layer's kept tokens."""
+    tokens = _enough(reservoir.tokens(), layer)
+    centroids, objective = kmeans(tokens, layer.length, layer.iters, layer.seed + layer.layer, layer.gpu)
     return centroids, {"tokens": len(tokens), "kmeans_objective": objective}
+
+
+def sampled_prompts(reservoir: TokenReservoir, layer: LayerSpec) -> tuple[torch.Tensor, dict]:
+    """P of the kept tokens (or pooled windows) drawn at random, seeded per layer; averaged windows as they are."""
+    if isinstance(reservoir, WindowPool):
+        return reservoir.tokens(), {"tokens": reservoir.seen}
+    tokens = _enough(reservoir.tokens(), layer)
+    pick = torch.randperm(len(tokens), generator=torch.Generator().manual_seed(layer.seed + layer.layer))[:layer.length]
+    return tokens[pick], {"tokens": len(tokens)}
+
+
+def scaled_prompts(moments: TokenMoments, layer: LayerSpec) -> tuple[torch.Tensor, dict]:
+    """Scale-matched: N(mean, std^2) per dimension of the layer's tokens, seeded per layer."""
+    if moments.seen < 2:
+        raise PrototypeError(f"layer {layer.layer}: {moments.seen} token(s) captured; the token spread needs two "
+                             f"or more. Raise init.data_fraction or use prompt.init=xavier.")
+    mean, std = moments.moments()
+    noise = torch.randn(layer.length, len(mean), generator=torch.Generator().manual_seed(layer.seed + layer.layer))
+    return mean + std * noise, {"tokens": moments.seen, "token_std": float(std.mean())}
+
+
+def _reservoir(spec: CollectorSpec) -> TokenReservoir:
+    return TokenReservoir(spec.max_tokens, spec.generator, spec.device)
+
+
+def _pooled(mode: str) -> Callable[[CollectorSpec], Any]:
+    def collector(spec: CollectorSpec):
+        if spec.options.get("pooling", "sampled") == "averaged":
+            return WindowPool(spec.length, mode)
+        return PooledTokens(spec.length, mode, spec.max_tokens, spec.generator, spec.device)
+    return collector
+
+
+def _vipamin(model, images: torch.Tensor, options: dict[str, Any], seed: int) -> torch.Tensor:
+    from .vipamin import vipamin
+
+    return vipamin(model, images, options["vipamin_k"], float(options["vipamin_lambda"]), seed,
+                   values=options["vipamin_values"], orth_scale=options["vipamin_orth_scale"])
+
+
+register(Strategy("kmeans", collector=_reservoir, prompts=kmeans_prompts, uses_kmeans=True))
+register(Strategy("random", collector=_reservoir, prompts=sampled_prompts))
+register(Strategy("mean_pool", collector=_pooled("mean"), prompts=sampled_prompts))
+register(Strategy("max_pool", collector=_pooled("max"), prompts=sampled_prompts))
+register(Strategy("scaled", collector=lambda spec: TokenMoments(), prompts=scaled_prompts))
+register(Strategy("vipamin", needs="batch", from_batch=_vipamin, batch_images="vipamin_images",
+                  settings=("vipamin_k", "vipamin_lambda", "vipamin_images", "vipamin_values", "vipamin_orth_scale"),
+                  reads_prompts=True))
+register(Strategy("xavier", needs="nothing"))  # VPT's: the prompts keep their xavier-uniform start
