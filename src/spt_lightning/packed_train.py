@@ -30,18 +30,18 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from .build import build_module, build_run
-from .config import check_config, naming_the_recipe
+from .build import Run, build_module, build_run
+from .config import check_config
 from .console import CONSOLE
 from .errors import SptError
-from .loggers import CSVLogger, continue_wandb_run, finish
+from .loggers import CSVLogger, finish
 from .models.packed import PackedViT, replica_groups, replica_losses
 from .module import PromptTuningModule, TrainableCheckpointModule, TrainingError, divergence, diverged_epoch
 from .packing import PACK, why_not
-from .precision import resolve_precision
 from .record import collect, selection
 from .results import format_summary, write_results
 from .runs import RunFolder
+from .story import fit, settled, tell
 from .trust import check_targets
 
 log = logging.getLogger(__name__)
@@ -170,16 +170,16 @@ def member_configs(cfg: DictConfig, members: list[dict[str, Any]]) -> list[DictC
 
 def train_packed(cfg: DictConfig, members: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Train the points of ``members`` (``packing.write_pack``'s list) as one pack whose own folder is
-    ``cfg.paths.output_dir``; ``cfg`` is the first point's config there. Returns each point's results."""
+    ``cfg.paths.output_dir``; ``cfg`` is the first point's config there. Returns each point's results.
+    The pack tells the run's story (``story.py``) once, for K models: its own part fits them and then
+    writes each point's folder as the point's own run would."""
     from .data.tasks import infer_num_classes
 
-    # 1. Everything that can be refused is refused before anything is written.
+    # Everything that can be refused is refused before anything is written.
     check_config(cfg)
-    with open_dict(cfg):
-        if cfg.task.num_classes is None:
-            cfg.task.num_classes = infer_num_classes(OmegaConf.to_container(cfg.task, resolve=True))
-        if cfg.trainer.devices == "auto":
-            cfg.trainer.devices = 1  # a pack fills one device
+    cfg = settled(cfg, {"task.num_classes": cfg.task.num_classes  # task=folder: counted once, in the pack
+                        or infer_num_classes(OmegaConf.to_container(cfg.task, resolve=True)),
+                        "trainer.devices": 1 if cfg.trainer.devices == "auto" else cfg.trainer.devices})
     configs = member_configs(cfg, members)
     labels = [m["label"] for m in members]
     pack = RunFolder(Path(cfg.paths.output_dir), expected=(PACK,)).inspect(cfg)  # tune wrote pack.json
@@ -187,42 +187,32 @@ def train_packed(cfg: DictConfig, members: list[dict[str, Any]]) -> list[dict[st
     held = [str(p.path) for p in points if p.checkpoint is not None]
     if held:
         raise PackError(f"{', '.join(held)} hold(s) an unfinished run of its own; continue it unpacked (--pack 1)")
-    if pack.checkpoint is not None:
-        continue_wandb_run(cfg, pack.path)
-    precision = resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator)
-    L.seed_everything(cfg.seed, workers=True)
-    started = time.perf_counter()
-    with naming_the_recipe(cfg):  # the first point's run, built as its own (the same random draws)
-        run = build_run(cfg, precision[0], selects=False)
-        # the other points' modules over the same model (they draw nothing): their groups and checks
-        modules = [run.module, *(build_module(c, run.module.model, run.method) for c in configs[1:])]
-    datamodule, trainer = run.datamodule, run.trainer
-    if not datamodule.has_val or datamodule.has_test:
-        raise PackError(f"a pack trains grid points (protocol tune: selected on val, never tested); "
-                        f"data.protocol={datamodule.protocol} does not fit")
+    modules = []
 
-    # 2. Data and weights, then the pack's folder is claimed; the points' folders are written when they finish.
-    datamodule.setup("fit")
-    run.load_weights()
-    pack.claim(cfg)
-    try:
+    def build(precision: str) -> Run:  # the first point's run, built as its own (the same random draws)
+        run = build_run(cfg, precision, selects=False)
+        # the other points' modules over the same model (they draw nothing): their groups and checks
+        modules[:] = [run.module, *(build_module(c, run.module.model, run.method) for c in configs[1:])]
+        if not run.datamodule.has_val or run.datamodule.has_test:
+            raise PackError(f"a pack trains grid points (protocol tune: selected on val, never tested); "
+                            f"data.protocol={run.datamodule.protocol} does not fit")
+        return run
+
+    def own_part(run: Run, precision: tuple[str, str], started: float) -> list[dict[str, Any]]:
         packed = PackedModule(modules, labels)
         log.info("Training %d grid points in one pack (%s), precision %s", len(labels), ", ".join(labels),
                  precision[0], extra=CONSOLE)
         failed = True
         try:
-            fit_started = time.perf_counter()
-            trainer.fit(packed, datamodule=datamodule, ckpt_path=pack.checkpoint, weights_only=True)
-            seconds = {"fit": time.perf_counter() - fit_started, "test": 0.0, "total": time.perf_counter() - started}
+            fit_time = fit(run, packed, pack.checkpoint)
             failed = False
         finally:
-            finish(trainer.loggers, failed)
-        results = [_finish_point(k, config, folder, packed, trainer, datamodule, seconds, precision, pack)
-                   for k, (config, folder) in enumerate(zip(configs, points))]
-        pack.commit()
-        return results
-    finally:
-        pack.release()
+            finish(run.trainer.loggers, failed)
+        seconds = {"fit": fit_time, "test": 0.0, "total": time.perf_counter() - started}
+        return [_finish_point(k, config, folder, packed, run.trainer, run.datamodule, seconds, precision, pack)
+                for k, (config, folder) in enumerate(zip(configs, points))]
+
+    return tell(cfg, pack, build, own_part)
 
 
 def _finish_point(k: int, cfg: DictConfig, folder: RunFolder, packed: PackedModule, trainer: L.Trainer, datamodule,
