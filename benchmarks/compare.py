@@ -16,7 +16,7 @@ from pathlib import Path
 
 from scipy.stats import ttest_rel
 
-from spt_lightning.report import mcnemar, p_value
+from spt_lightning.report.stats import mcnemar, p_value
 
 SEEDS = "0,1,2"
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from scipy.stats import ttest_rel
 
-from spt_lightning.report import mcnemar, p_value
+from spt_lightning.report.stats import mcnemar, p_value
 
 MEASURED_AS = {"layer0": "embedded", "transforms": "eval"}  # the settings the table's runs had in common
 VARIANTS = {  # name -> init settings (conf/init keys); the reference first

@@ -144,7 +144,7 @@ def test_a_run_with_the_analysis_gets_its_heatmap_in_the_report(cfg_factory, tmp
 def test_heatmap_shows_every_layer_and_epoch_on_integer_ticks(tmp_path):
     import pandas as pd
 
-    from spt_lightning.plots import analysis_heatmap
+    from spt_lightning.report.plots import analysis_heatmap
 
     rows = pd.DataFrame([{"epoch": e, "layer": i, "dependence": 0.1 * e + 0.01 * i} for e in range(4) for i in range(3)])
     path, shown = analysis_heatmap(rows, "demo", tmp_path / "h.png")

@@ -5,13 +5,16 @@ import json
 import pandas as pd
 import pytest
 
-from spt_lightning import figures, plots
-from spt_lightning.report import aggregate, load_runs, varying
+from spt_lightning.report import figures, plots
+from spt_lightning.report import aggregate, load_runs
+from spt_lightning.report.tables import varying
 
 
 def _run(tmp_path, name, task="vtab/dtd", acc=0.5, seed=0, method="spt_deep", init="kmeans", length=10, lr=0.01,
          init_time=1.0, learnable=100):
-    config = {"method": {"name": method}, "prompt": {"init": init, "length": length}, "init": {"strategy": init},
+    target = "spt_lightning.methods." + ("Method" if method[:4] in ("spt_", "vpt_") else method)  # its record
+    config = {"method": {"_target_": target, "name": method},
+              "prompt": {"init": init, "length": length, "deep": method.endswith("deep")}, "init": {"strategy": init},
               "model": {"optimizer": {"lr": lr}}, "seed": seed, "data": {"protocol": "final"}}
     run = {"status": "ok", "task": task, "group": "vtab_natural", "method": method, "pretrain": "mae",
            "backbone": "vit_base_patch16_224", "prompt_length": length, "prompt_init": init, "seed": seed,
@@ -30,14 +33,14 @@ def _settings(tmp_path):
 
 
 def test_another_method_is_paired_with_spt_deep_of_the_same_recipe(tmp_path):
-    from spt_lightning.report import kmeans_reference, paired_vs_kmeans
+    from spt_lightning.report.stats import kmeans_reference, paired_vs_kmeans
 
     for seed, (spt, lora) in enumerate([(0.8, 0.7), (0.82, 0.71), (0.81, 0.75)]):
         _run(tmp_path, f"spt{seed}", acc=spt, seed=seed)
         _run(tmp_path, f"lora{seed}", acc=lora, seed=seed, method="lora", init="kmeans", length=0)
         _run(tmp_path, f"lora_lr{seed}", acc=lora, seed=seed, method="lora", init="kmeans", length=0, lr=0.1)
     _, settings, _ = _settings(tmp_path)
-    by_method = {(k[0], json.loads(dict(k[-1])["model.optimizer.lr"])): k for k in settings}
+    by_method = {(k.method, k.value("model.optimizer.lr")): k for k in settings}
     spt, lora, other_lr = by_method["spt_deep", 0.01], by_method["lora", 0.01], by_method["lora", 0.1]
     assert kmeans_reference(settings, lora) is settings[spt]
     assert kmeans_reference(settings, other_lr) is None  # another recipe: no claim of a pairing
@@ -74,7 +77,7 @@ def test_spt_gain_pairs_each_spt_setting_with_its_vpt_twin(tmp_path):
 
 
 def test_against_published_puts_each_task_beside_its_number(tmp_path):
-    from spt_lightning.report import published_for
+    from spt_lightning.report.pairing import published_for
 
     _run(tmp_path, "a", task="vtab/cifar100", acc=0.6, method="vpt_deep", init="xavier")
     for folder in tmp_path.iterdir():  # VPT's own published setting: sup. IN-21k

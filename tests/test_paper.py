@@ -32,7 +32,7 @@ def test_each_experiment_composes_its_figures_setting(name):
 
 
 def test_the_published_numbers_of_table1_and_figure3_are_shipped():
-    from spt_lightning.published import figure_rows, published
+    from spt_lightning.report.published import figure_rows, published
 
     table1a, table1b = figure_rows("table1a"), figure_rows("table1b")
     assert len(table1a) == len(table1b) == 20
@@ -107,7 +107,7 @@ def test_report_draws_the_few_shot_curve_per_method(tmp_path):
 
 
 def test_claims_never_mix_frames(tmp_path):
-    from spt_lightning.paper import claims
+    from spt_lightning.report.paper import claims
     from spt_lightning.report import load_runs
 
     runs = tmp_path / "runs"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from spt_lightning.report import GROUP_TITLES, aggregate, catalogue, load_runs
+from spt_lightning.report.records import GROUP_TITLES, Entry, Setting, aggregate, catalogue, load_runs
 from spt_lightning.report import main as report_main
 
 from test_cli import FAST, _results, run_cli
@@ -59,11 +59,11 @@ def test_wandb_offline_run_folder_has_config_and_summary(tmp_path):
     for key in (b"test/acc1", b"params/learnable", b"init/time", b"selected_epoch", b"val/acc1", b"train/loss",
                 b"demo/synthetic", b"spt_deep", b"tokens_per_prompt",
                 b"lr-AdamW/prompts",  # LearningRateMonitor, every step
+                b"analysis/dependence/layer0",  # the prompt analysis, a curve per layer (report draws the heatmap)
                 b"val/*",  # define_metric: per-epoch charts against epoch
                 f"results-{run_file.stem.split('-', 1)[1]}".encode()):  # results.json as an artifact
         assert key in data, key
     media = run_file.parent / "files" / "media"
-    (heatmap,) = (media / "images").glob("analysis_*.png")  # the analysis heatmap as an image
     (table,) = (media / "table").glob("results_*.table.json")  # the run's row as a table
     row = dict(zip(*(lambda t: (t["columns"], t["data"][0]))(json.loads(table.read_text()))))
     assert row["task"] == "demo/synthetic" and row["test_acc1"] == results["test"]["acc1"]
@@ -131,16 +131,16 @@ def test_group_means_and_both_overall_conventions(tmp_path):
             (folder / "results.json").write_text(json.dumps(_fake(task, 0.5 + 0.01 * i + offset, seed)))
     (entry,) = aggregate(load_runs([tmp_path])).values()
     acc = {t: 100 * (0.5 + 0.01 * i) for i, t in enumerate(tasks)}
-    assert entry["per_task"]["fgvc/cub"] == pytest.approx(acc["fgvc/cub"])
-    assert statistics.stdev(entry["tasks"]["fgvc/cub"]) == pytest.approx(statistics.stdev([49.0, 51.0]))
-    assert entry["groups"]["FGVC"] == pytest.approx(statistics.mean(acc[t] for t in FGVC))
+    assert entry.per_task["fgvc/cub"] == pytest.approx(acc["fgvc/cub"])
+    assert statistics.stdev(entry.tasks["fgvc/cub"]) == pytest.approx(statistics.stdev([49.0, 51.0]))
+    assert entry.groups["FGVC"] == pytest.approx(statistics.mean(acc[t] for t in FGVC))
     groups = {g: statistics.mean(acc[t] for t in ts) for g, ts in VTAB.items()}
     for g, value in groups.items():
-        assert entry["groups"][f"VTAB {g}"] == pytest.approx(value)
+        assert entry.groups[f"VTAB {g}"] == pytest.approx(value)
     vtab = [t for ts in VTAB.values() for t in ts]
-    assert entry["groups"]["VTAB mean of 19 tasks"] == pytest.approx(statistics.mean(acc[t] for t in vtab))
-    assert entry["groups"]["VTAB mean of 3 groups"] == pytest.approx(statistics.mean(groups.values()))
-    assert entry["groups"]["VTAB mean of 19 tasks"] != pytest.approx(entry["groups"]["VTAB mean of 3 groups"])
+    assert entry.groups["VTAB mean of 19 tasks"] == pytest.approx(statistics.mean(acc[t] for t in vtab))
+    assert entry.groups["VTAB mean of 3 groups"] == pytest.approx(statistics.mean(groups.values()))
+    assert entry.groups["VTAB mean of 19 tasks"] != pytest.approx(entry.groups["VTAB mean of 3 groups"])
 
 
 def _study(tmp_path, *overrides, seeds=1):
@@ -403,7 +403,8 @@ def test_report_pairs_each_init_with_spt_kmeans_over_seeds_and_tests_each_seed_o
     replicates); below the table one exact McNemar test per seed (never pooled: the seeds share the images)."""
     from scipy.stats import ttest_rel
 
-    from spt_lightning.report import markdown, mcnemar, p_value
+    from spt_lightning.report.stats import mcnemar, p_value
+    from spt_lightning.report.tables import markdown
 
     assert mcnemar("1100", "1100") == 1.0 and mcnemar("1" * 20, "0" * 20) == pytest.approx(2 / 2 ** 20)
     assert mcnemar("1" * 5 + "0" * 5, "0" * 10) == pytest.approx(2 / 2 ** 5)
@@ -436,8 +437,8 @@ def test_published_numbers_are_well_formed_and_consistent():
     from importlib.resources import files
 
     from spt_lightning.prototypes.strategies import STRATEGIES
-    from spt_lightning.published import ANCHORS, NOT_STATED, SELECTIONS, SOURCES, convention, published, weights_of
-    from spt_lightning.report import published_for
+    from spt_lightning.report.published import ANCHORS, NOT_STATED, SELECTIONS, SOURCES, convention, published, weights_of
+    from spt_lightning.report.pairing import published_for
 
     rows = list(csv.DictReader((files("spt_lightning") / "published.csv").open()))
     tasks = {t for ts in catalogue().values() for t in ts}
@@ -456,13 +457,13 @@ def test_published_numbers_are_well_formed_and_consistent():
         if row["source"].startswith("spt_page") and row["method"].startswith("spt_"):  # SPT's own runs
             assert row["selection"] == "test_best"
     assert len(published("vpt_deep", "sup_in21k", "vit_base_patch16_224")) == 24  # 19 VTAB + 5 FGVC tasks
-    final = ("vpt_deep", "sup_in21k", "vit_base_patch16_224", 50, (("data.protocol", '"final"'),))
-    numbers = published_for(final, {"standard": True})
+    final = Setting("vpt_deep", "sup_in21k", "vit_base_patch16_224", 50, (("data.protocol", '"final"'),))
+    numbers = published_for(final, Entry(standard=True))
     for title, paper in (("VTAB Natural", 78.48), ("VTAB Specialized", 82.43), ("VTAB Structured", 54.98),
                          ("FGVC", 89.11)):
         assert numbers[title][:3] == (pytest.approx(paper, abs=0.05), "computed", "val_last")
-    assert published_for(final[:4] + ((("data.protocol", '"select"'),),), {"standard": True}) == {}  # another protocol
-    assert published_for(final, {"standard": False}) == {}  # splits other than the papers': no published number
+    assert published_for(Setting(*final.columns, (("data.protocol", '"select"'),)), Entry(standard=True)) == {}
+    assert published_for(final, Entry(standard=False)) == {}  # splits other than the papers': no published number
     for pretrain in ("mae", "mocov3"):
         vipamin = published("spt_shallow", pretrain, "vit_base_patch16_224", init="vipamin")
         groups = [vipamin[f"VTAB {g}"][0] for g in ("Natural", "Specialized", "Structured")]
@@ -484,7 +485,7 @@ PRINTED_FGVC_MEANS = {
 
 @pytest.mark.parametrize("pretrain, method", list(PRINTED_FGVC_MEANS))
 def test_spts_tables_are_transcribed_so_that_their_means_come_back(pretrain, method):
-    from spt_lightning.published import computed_mean, published
+    from spt_lightning.report.published import computed_mean, published
 
     numbers = published(method, pretrain, "vit_base_patch16_224")
     mean = computed_mean(numbers, FGVC)
@@ -492,7 +493,7 @@ def test_spts_tables_are_transcribed_so_that_their_means_come_back(pretrain, met
 
 
 def test_numbers_of_different_selection_or_weights_are_never_averaged():
-    from spt_lightning.published import Number, computed_mean
+    from spt_lightning.report.published import Number, computed_mean
 
     tasks = ["a", "b"]
     same = {"a": Number(80.0, "x", "val_last", "w"), "b": Number(90.0, "x", "val_last", "w")}
@@ -502,17 +503,17 @@ def test_numbers_of_different_selection_or_weights_are_never_averaged():
 
 
 def test_a_published_number_meets_runs_of_its_own_weights_and_form_only(monkeypatch):
-    import spt_lightning.published as published_module
-    from spt_lightning.report import published_for
+    import spt_lightning.report.published as published_module
+    from spt_lightning.report.pairing import published_for
 
     final = (("data.protocol", '"final"'),)
     # SPT's sup. IN-21k numbers were measured on the AugReg weights: not beside Google's original ones
-    assert "fgvc/cub" in published_for(("spt_deep", "sup_in21k_augreg", "vit_base_patch16_224", 20, final),
-                                       {"standard": True})
-    assert "fgvc/cub" not in published_for(("spt_deep", "sup_in21k", "vit_base_patch16_224", 20, final),
-                                           {"standard": True})
+    assert "fgvc/cub" in published_for(Setting("spt_deep", "sup_in21k_augreg", "vit_base_patch16_224", 20, final),
+                                       Entry(standard=True))
+    assert "fgvc/cub" not in published_for(Setting("spt_deep", "sup_in21k", "vit_base_patch16_224", 20, final),
+                                           Entry(standard=True))
     # rows quoted without their weights stand beside no run
-    assert published_for(("ssf", "sup_in21k", "vit_base_patch16_224", None, final), {"standard": True}) == {}
+    assert published_for(Setting("ssf", "sup_in21k", "vit_base_patch16_224", None, final), Entry(standard=True)) == {}
     # an adapter row (of VPT-era tables) is bottleneck 8; LoRA's rows adapt W_q and W_v
     row = {"method": "adapter", "init": "", "pretrain": "sup_in21k", "backbone": "vit_base_patch16_224",
            "benchmark": "fgvc/cub", "top1": "85.0", "convention": "task", "source": "vpt_tasks",
@@ -520,15 +521,16 @@ def test_a_published_number_meets_runs_of_its_own_weights_and_form_only(monkeypa
     monkeypatch.setattr(published_module, "rows", lambda: (row, {**row, "method": "lora"}))
     for method, form, other in (("adapter", ("method.bottleneck", "8"), "64"),
                                 ("lora", ("method.targets", '["q", "v"]'), '["qkv"]')):
-        key = (method, "sup_in21k", "vit_base_patch16_224", None, final + (form,))
-        assert published_for(key, {"standard": True})["fgvc/cub"].top1 == 85.0
-        assert published_for(key[:4] + (final + ((form[0], other),),), {"standard": True}) == {}
+        key = Setting(method, "sup_in21k", "vit_base_patch16_224", None, final + (form,))
+        assert published_for(key, Entry(standard=True))["fgvc/cub"].top1 == 85.0
+        assert published_for(Setting(*key.columns, final + ((form[0], other),)), Entry(standard=True)) == {}
 
 
 def test_the_docs_table_of_published_numbers_is_the_one_report_prints(capsys):
     """docs/published.md shows what `report --published` prints from published.csv: every row, each number
     marked with its source, the anchors named as the papers do."""
-    from spt_lightning.report import main, published_table
+    from spt_lightning.report import main
+    from spt_lightning.report.pairing import published_table
 
     assert main(["--published"]) == 0
     printed = capsys.readouterr().out.strip()
@@ -546,26 +548,26 @@ def test_the_docs_table_of_published_numbers_is_the_one_report_prints(capsys):
 def test_a_setting_meets_the_published_numbers_of_its_own_prompt_init():
     """SPT-shallow with VIPAMIN's init is compared with VIPAMIN's numbers, with its own (k-means) with SPT's;
     a linear probe (no prompts) with the linear numbers whatever prompt.init says."""
-    from spt_lightning.report import published_for
+    from spt_lightning.report.pairing import published_for
 
     def key(method, init, pretrain="mae"):
-        return (method, pretrain, "vit_base_patch16_224", 100,
-                (("data.protocol", '"final"'), ("prompt.init", json.dumps(init))))
+        return Setting(method, pretrain, "vit_base_patch16_224", 100,
+                       (("data.protocol", '"final"'), ("prompt.init", json.dumps(init))))
 
-    assert published_for(key("spt_shallow", "vipamin"), {"standard": True})["VTAB Natural"][:2] == (62.60,
+    assert published_for(key("spt_shallow", "vipamin"), Entry(standard=True))["VTAB Natural"][:2] == (62.60,
                                                                                                  "vipamin_readme")
-    rescaled = key("spt_shallow", "vipamin")[:4] + (key("spt_shallow", "vipamin")[4] + (
-        ("init.vipamin_orth_scale", '"match"'),),)
-    assert published_for(rescaled, {"standard": True}) == {}  # not the form VIPAMIN's authors ran
-    assert published_for(key("spt_shallow", "kmeans"), {"standard": True})["VTAB Natural"][:3] == (
+    vipamin = key("spt_shallow", "vipamin")
+    rescaled = Setting(*vipamin.columns, vipamin.config + (("init.vipamin_orth_scale", '"match"'),))
+    assert published_for(rescaled, Entry(standard=True)) == {}  # not the form VIPAMIN's authors ran
+    assert published_for(key("spt_shallow", "kmeans"), Entry(standard=True))["VTAB Natural"][:3] == (
         62.53, "spt_page_table2", "test_best")
-    assert published_for(key("spt_shallow", "random"), {"standard": True}) == {}  # nobody published that
-    assert published_for(key("linear", "kmeans", "sup_in21k"), {"standard": True})["FGVC"][:2] == (79.32,
+    assert published_for(key("spt_shallow", "random"), Entry(standard=True)) == {}  # nobody published that
+    assert published_for(key("linear", "kmeans", "sup_in21k"), Entry(standard=True))["FGVC"][:2] == (79.32,
                                                                                                 "protocol_notes")
 
 
 def test_report_puts_published_numbers_beside_a_matching_setting(tmp_path):
-    from spt_lightning.report import markdown
+    from spt_lightning.report.tables import markdown
 
     for method, protocol, standard in (("vpt_deep", "final", True), ("vpt_deep", "select", True),
                                        ("spt_deep", "final", True), ("vpt_deep", "final", False)):
@@ -620,10 +622,10 @@ def test_report_of_a_study_reads_each_tasks_chosen_values_as_a_choice(tmp_path):
         entries = aggregate(runs)
         if tuned:
             (entry,) = entries.values()
-            assert entry["groups"]["VTAB mean of 19 tasks"] == pytest.approx(statistics.mean(
+            assert entry.groups["VTAB mean of 19 tasks"] == pytest.approx(statistics.mean(
                 100 * (0.5 + 0.01 * i) for i in range(19)))
         else:
-            assert len(entries) == 2 and all(e["groups"]["VTAB Natural"] is None for e in entries.values())
+            assert len(entries) == 2 and all(e.groups["VTAB Natural"] is None for e in entries.values())
 
 
 def test_a_task_list_naming_an_unknown_task_is_refused_before_any_run(tmp_path):

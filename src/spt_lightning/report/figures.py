@@ -9,32 +9,34 @@ from typing import Any
 
 import pandas as pd
 
+from ..files import file_name
+from ..settings import INIT_KEYS
 from . import plots
-from .files import file_name
-from .settings import INIT_KEYS
+from .records import Entry, Setting
+from .stats import is_spt
+
 LENGTH_KEYS = ("prompt.length",)
 
 
-def label(key: tuple, shown: list[str], without: tuple[str, ...] = ()) -> str:
+def label(key: Setting, shown: list[str], without: tuple[str, ...] = ()) -> str:
     """``method / pretrain / P10`` and the values of the keys that vary between the report's settings."""
-    method, pretrain, _, length, config = key
-    config = dict(config)
-    parts = [method, pretrain] + ([] if "prompt.length" in without or not length else [f"P{length}"])
-    parts += [f"{k.rsplit('.', 1)[-1]}={json.loads(config[k])}" for k in shown if k in config and k not in without]
+    parts = [key.method, key.pretrain] + ([] if "prompt.length" in without or not key.prompt_length
+                                          else [f"P{key.prompt_length}"])
+    parts += [f"{k.rsplit('.', 1)[-1]}={key.value(k)}" for k in shown if key.has(k) and k not in without]
     return " / ".join(parts)
 
 
-def _beside(config: tuple, keys: tuple[str, ...]) -> tuple:
-    return tuple((k, v) for k, v in config if k not in keys)
+def _beside_init(key: Setting) -> tuple:
+    return key.beside(lambda k: k in INIT_KEYS)
 
 
-def run_table(settings: dict[tuple, dict[str, Any]], shown: list[str]) -> pd.DataFrame:
+def run_table(settings: dict[Setting, Entry], shown: list[str]) -> pd.DataFrame:
     """One row per (setting, task, seed) of the report: its accuracy and what identifies its line."""
     rows = []
     for key, e in settings.items():
-        for task, seeds in e["seeds"].items():
-            for (seed, _), acc in zip(seeds.items(), e["tasks"][task]):
-                rows.append({"key": key, "task": task, "seed": seed, "acc": acc, "length": key[3],
+        for task, seeds in e.seeds.items():
+            for (seed, _), acc in zip(seeds.items(), e.tasks[task]):
+                rows.append({"key": key, "task": task, "seed": seed, "acc": acc, "length": key.prompt_length,
                              "line": label(key, shown, LENGTH_KEYS), "setting": label(key, shown)})
     return pd.DataFrame(rows)
 
@@ -46,23 +48,21 @@ def prompt_length_figure(table: pd.DataFrame, out: Path) -> list[Path]:
     return [plots.accuracy_vs_prompt_length(lengths, out / "accuracy_vs_prompt_length.png")[0]]
 
 
-def spt_vpt_pairs(settings: dict[tuple, dict[str, Any]], shown: list[str]) -> pd.DataFrame:
-    """Each SPT setting with its VPT twin (the same setting but for the method and its prompt init), per
-    task: both means and the std of the per-seed differences."""
+def spt_vpt_pairs(settings: dict[Setting, Entry], shown: list[str]) -> pd.DataFrame:
+    """Each SPT setting (by its record: prompt tuning from k-means) with its VPT twin (the same setting but
+    for the method's name and a xavier init), per task: both means and the std of the per-seed differences."""
     rows = []
     for key, e in settings.items():
-        method, pretrain, backbone, length, config = key
-        if not method.startswith("spt_"):
+        if not is_spt(key):
             continue
-        twin = next((v for k, v in settings.items() if k[:4] == (method.replace("spt_", "vpt_"), pretrain, backbone,
-                                                                   length) and _beside(k[4], INIT_KEYS) ==
-                     _beside(config, INIT_KEYS)), None)
-        for task in sorted(set(e["per_task"]) & set(twin["per_task"]) if twin else ()):
-            seeds = set(e["seeds"][task]) & set(twin["seeds"][task])
-            ours, theirs = (dict(zip(x["seeds"][task], x["tasks"][task])) for x in (e, twin))
+        twin = next((v for k, v in settings.items() if k.init == "xavier" and _beside_init(k) == _beside_init(key)),
+                    None)
+        for task in sorted(set(e.per_task) & set(twin.per_task) if twin else ()):
+            seeds = set(e.seeds[task]) & set(twin.seeds[task])
+            ours, theirs = e.by_seed(task), twin.by_seed(task)
             diffs = pd.Series([ours[s] - theirs[s] for s in seeds])
-            rows.append({"task": task, "setting": label(key, shown, INIT_KEYS), "spt": e["per_task"][task],
-                         "vpt": twin["per_task"][task], "std": diffs.std() if len(diffs) > 1 else float("nan")})
+            rows.append({"task": task, "setting": label(key, shown, INIT_KEYS), "spt": e.per_task[task],
+                         "vpt": twin.per_task[task], "std": diffs.std() if len(diffs) > 1 else float("nan")})
     return pd.DataFrame(rows)
 
 
@@ -70,7 +70,7 @@ def published_rows(settings, shown, published_for) -> pd.DataFrame:
     rows = []
     for key, e in settings.items():
         numbers = published_for(key, e)
-        for name, values in {**e["tasks"], **{g: [v] for g, v in e["groups"].items() if v is not None}}.items():
+        for name, values in {**e.tasks, **{g: [v] for g, v in e.groups.items() if v is not None}}.items():
             if name in numbers:
                 rows.append({"setting": label(key, shown), "name": name, "ours": sum(values) / len(values),
                              "std": pd.Series(values).std(), "published": numbers[name].top1})
@@ -80,9 +80,9 @@ def published_rows(settings, shown, published_for) -> pd.DataFrame:
 def parameter_points(settings, shown) -> pd.DataFrame:
     rows = []
     for key, e in settings.items():
-        means = pd.Series(e["per_task"])
-        per_seed = pd.DataFrame({t: pd.Series(dict(zip(e["seeds"][t], e["tasks"][t]))) for t in e["tasks"]})
-        rows.append({"setting": label(key, shown), "params": max(e["params"]["learnable_without_head"], 1),
+        means = pd.Series(e.per_task)
+        per_seed = pd.DataFrame({t: pd.Series(e.by_seed(t)) for t in e.tasks})
+        rows.append({"setting": label(key, shown), "params": max(e.params["learnable_without_head"], 1),
                      "acc": means.mean(), "std": per_seed.mean(axis=1).std() if len(per_seed) > 1 else 0.0})
     return pd.DataFrame(rows)
 
@@ -91,12 +91,11 @@ def init_points(settings, shown) -> list[pd.DataFrame]:
     """Per setting apart from its prompt init: each init's mean init time and accuracy (two inits or more)."""
     groups: dict[tuple, list[dict]] = {}
     for key, e in settings.items():
-        config = dict(key[4])
-        if "prompt.init" not in config or not key[3]:
+        if key.init is None:
             continue
-        accs = pd.Series([a for values in e["tasks"].values() for a in values])
-        groups.setdefault(key[1:4] + (_beside(key[4], INIT_KEYS),), []).append(
-            {"init": json.loads(config["prompt.init"]), "time": sum(e["init_s"]) / len(e["init_s"]),
+        accs = pd.Series([a for values in e.tasks.values() for a in values])
+        groups.setdefault(_beside_init(key), []).append(
+            {"init": key.init, "time": sum(e.init_s) / len(e.init_s),
              "acc": accs.mean(), "std": accs.std() if len(accs) > 1 else 0.0})
     return [pd.DataFrame(points) for points in groups.values() if len(points) > 1]
 

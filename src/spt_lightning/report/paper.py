@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .files import file_name
+from ..files import file_name
 from .published import SELECTIONS, figure_rows
 
 # What makes runs comparable for a claim: the same recipe, protocol, data share, pretrain and backbone.
