@@ -41,7 +41,7 @@ from .packing import PACK, why_not
 from .record import collect, selection
 from .results import format_summary, write_results
 from .runs import RunFolder
-from .story import fit, settled, tell
+from .story import counted_classes, fit, settled, tell
 from .trust import check_targets
 
 log = logging.getLogger(__name__)
@@ -173,12 +173,9 @@ def train_packed(cfg: DictConfig, members: list[dict[str, Any]]) -> list[dict[st
     ``cfg.paths.output_dir``; ``cfg`` is the first point's config there. Returns each point's results.
     The pack tells the run's story (``story.py``) once, for K models: its own part fits them and then
     writes each point's folder as the point's own run would."""
-    from .data.tasks import infer_num_classes
-
     # Everything that can be refused is refused before anything is written.
     check_config(cfg)
-    cfg = settled(cfg, {"task.num_classes": cfg.task.num_classes  # task=folder: counted once, in the pack
-                        or infer_num_classes(OmegaConf.to_container(cfg.task, resolve=True)),
+    cfg = settled(cfg, {"task.num_classes": counted_classes(cfg),  # task=folder: counted once, in the pack
                         "trainer.devices": 1 if cfg.trainer.devices == "auto" else cfg.trainer.devices})
     configs = member_configs(cfg, members)
     labels = [m["label"] for m in members]

@@ -67,7 +67,7 @@ def selected_epoch(trainer: L.Trainer, rule: str = "last") -> dict[str, Any]:
     last = _float(trainer.callback_metrics.get("val/acc1"))  # the last epoch's: how `tune` scores a grid point
     ckpt = next((cb for cb in trainer.checkpoint_callbacks if cb.monitor == "val/acc1"), None)
     if ckpt is None or not ckpt.best_model_path:
-        return {**selection(rule if rule == "last" else "last", trainer.max_epochs, trainer.current_epoch, last,
+        return {**selection("last", trainer.max_epochs, trainer.current_epoch, last,
                             last, None), "path": None}
     best = rule == "best_val"
     epoch = torch.load(ckpt.best_model_path, map_location="cpu", weights_only=True)["epoch"] + 1 if best else None

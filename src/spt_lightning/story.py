@@ -40,6 +40,13 @@ def settled(cfg: DictConfig, changes: dict[str, Any]) -> DictConfig:
     return new
 
 
+def counted_classes(cfg: DictConfig) -> int:
+    """The task's classes: as configured, or (``task=folder``) its class folders counted."""
+    from .data.tasks import infer_num_classes
+
+    return cfg.task.num_classes or infer_num_classes(OmegaConf.to_container(cfg.task, resolve=True))
+
+
 def tell(cfg: DictConfig, folder: RunFolder, build: Callable[[str], Run],
          own_part: Callable[[Run, tuple[str, str], float], Outcome]) -> Outcome:
     """The story from the build on, for a ``folder`` already inspected: ``build(precision)`` the run's

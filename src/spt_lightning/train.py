@@ -12,14 +12,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from .build import Run, build_run
 from .config import check_config
-from .data.tasks import infer_num_classes
 from .files import home_relative
 from .loggers import finish, summarise
 from .record import collect, selected_epoch
 from .resolvers import RESUME_MODES, run_folder
 from .results import format_summary, write_results
 from .runs import RunFolder, own_settings
-from .story import fit, settled, tell
+from .story import counted_classes, fit, settled, tell
 
 
 def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]:
@@ -35,8 +34,7 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
         cfg = own_settings(cfg, overrides)
     check_config(cfg)
     cfg = settled(cfg, {"paths.output_dir": run_folder(cfg.resume, cfg.paths.output_dir),  # a resumed run's own
-                        "task.num_classes": cfg.task.num_classes  # task=folder: its class folders counted
-                        or infer_num_classes(OmegaConf.to_container(cfg.task, resolve=True))})
+                        "task.num_classes": counted_classes(cfg)})
     folder = RunFolder(Path(cfg.paths.output_dir)).inspect(cfg)
     return tell(cfg, folder, lambda precision: build_run(cfg, precision),
                 lambda run, precision, started: _fit_select_test(cfg, run, folder.checkpoint, precision, started))

@@ -13,7 +13,7 @@ from ..files import file_name
 from ..settings import INIT_KEYS
 from . import plots
 from .records import Entry, Setting
-from .stats import is_spt
+from .stats import beside_init, is_spt
 
 LENGTH_KEYS = ("prompt.length",)
 
@@ -24,10 +24,6 @@ def label(key: Setting, shown: list[str], without: tuple[str, ...] = ()) -> str:
                                           else [f"P{key.prompt_length}"])
     parts += [f"{k.rsplit('.', 1)[-1]}={key.value(k)}" for k in shown if key.has(k) and k not in without]
     return " / ".join(parts)
-
-
-def _beside_init(key: Setting) -> tuple:
-    return key.beside(lambda k: k in INIT_KEYS)
 
 
 def run_table(settings: dict[Setting, Entry], shown: list[str]) -> pd.DataFrame:
@@ -55,7 +51,7 @@ def spt_vpt_pairs(settings: dict[Setting, Entry], shown: list[str]) -> pd.DataFr
     for key, e in settings.items():
         if not is_spt(key):
             continue
-        twin = next((v for k, v in settings.items() if k.init == "xavier" and _beside_init(k) == _beside_init(key)),
+        twin = next((v for k, v in settings.items() if k.init == "xavier" and beside_init(k) == beside_init(key)),
                     None)
         for task in sorted(set(e.per_task) & set(twin.per_task) if twin else ()):
             seeds = set(e.seeds[task]) & set(twin.seeds[task])
@@ -94,7 +90,7 @@ def init_points(settings, shown) -> list[pd.DataFrame]:
         if key.init is None:
             continue
         accs = pd.Series([a for values in e.tasks.values() for a in values])
-        groups.setdefault(_beside_init(key), []).append(
+        groups.setdefault(beside_init(key), []).append(
             {"init": key.init, "time": sum(e.init_s) / len(e.init_s),
              "acc": accs.mean(), "std": accs.std() if len(accs) > 1 else 0.0})
     return [pd.DataFrame(points) for points in groups.values() if len(points) > 1]

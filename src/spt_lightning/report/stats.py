@@ -18,7 +18,8 @@ def is_spt(setting: Setting, deep: bool | None = None) -> bool:
             and (deep is None or bool(setting.value("prompt.deep")) == deep))
 
 
-def _beside_init(setting: Setting) -> tuple:
+def beside_init(setting: Setting) -> tuple:
+    """What a setting shares with its other prompt inits (SPT and its VPT twin)."""
     return setting.beside(lambda key: key in INIT_KEYS)
 
 
@@ -30,7 +31,7 @@ def kmeans_reference(settings: dict[Setting, Entry], key: Setting) -> Entry | No
     """SPT k-means of the same setting otherwise (the same but for the method and its prompt init); for
     another method (LoRA, adapters, E²VPT, ...), SPT-deep k-means under the same recipe, data, pretrain and
     backbone when exactly one such setting is there."""
-    same = [e for k, e in settings.items() if k != key and k.init == "kmeans" and _beside_init(k) == _beside_init(key)]
+    same = [e for k, e in settings.items() if k != key and k.init == "kmeans" and beside_init(k) == beside_init(key)]
     if same:
         return same[0]
     spt = [e for k, e in settings.items() if k != key and is_spt(k, deep=True) and _beside_method(k) == _beside_method(key)]
