@@ -1,3 +1,6 @@
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -200,3 +203,22 @@ def test_auto_keeps_images_only_when_they_fit_in_a_share_of_free_memory(tmp_path
     assert not dm.splits["train"].decoded and "Images not kept decoded" in caplog.text
     with pytest.raises(Exception, match="data.cache_images='sometimes': expected one of True, False, auto"):
         TaskDataModule(task, img_size=24, mean=[0.5] * 3, std=[0.5] * 3, cache_images="sometimes")
+
+
+def test_a_run_exits_while_a_loader_still_holds_its_workers(tmp_path):
+    """Workers ignore SIGTERM (a signal to the process group is the main process's to handle), so the exit
+    must not wait on them: a loader still referenced at exit (as an interrupted run's traceback keeps it)."""
+    task = _jpeg_task(tmp_path, "resize")
+    script = f"""
+import sys
+from spt_lightning.data.datamodule import TaskDataModule
+dm = TaskDataModule({task!r}, img_size=24, mean=[0.5] * 3, std=[0.5] * 3, batch_size=1, num_workers=2)
+dm.setup("fit")
+batches = iter(dm.train_dataloader())
+next(batches)
+keep = [batches]
+keep.append(keep)  # a cycle: only the collector, after the exit handlers, would free the loader
+sys.exit(143)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 143, done.stderr[-2000:]

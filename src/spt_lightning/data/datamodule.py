@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import copy
+import functools
 import logging
 import multiprocessing as mp
 import os
@@ -186,6 +188,8 @@ class TaskDataModule(L.LightningDataModule):
         return self._loader(dataset, batch_size=batch_size)
 
     def _loader(self, dataset: Dataset, sampler=None, batch_size: int | None = None) -> DataLoader:
+        if self.num_workers:
+            _kill_workers_left_at_exit()
         # NOTE: no persistent workers: the loaders are made afresh each epoch (the trainer's
         # reload_dataloaders_every_n_epochs=1), and workers that lived on would carry their random state
         # across epochs, which a resumed run cannot restore.
@@ -234,6 +238,21 @@ def _worker_init(worker_id: int, rank: int = 0) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if int(os.environ.get("PL_SEED_WORKERS", 0)):
         pl_worker_init_function(worker_id, rank)
+
+
+@functools.cache
+def _kill_workers_left_at_exit() -> None:
+    """Workers ignore SIGTERM (above), and multiprocessing's exit handler stops daemonic children with SIGTERM and
+    then joins them: a worker whose loader is still referenced at exit (an interrupted run's traceback holds it)
+    waits for indices forever, and so would the run. Registered after that handler, this one runs first
+    (atexit is last in, first out) and kills them, as the daemon flag promises."""
+    atexit.register(_kill_daemonic_children)
+
+
+def _kill_daemonic_children() -> None:
+    for child in mp.active_children():
+        if child.daemon:
+            child.kill()
 
 
 def _with_transform(dataset: Dataset, transform) -> Dataset:
