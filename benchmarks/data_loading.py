@@ -20,6 +20,7 @@ import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 from spt_lightning.data import TaskDataModule
+from spt_lightning.data.families import FGVC, AnimalMNIST
 
 IMAGENET = (IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD)
 
@@ -37,7 +38,7 @@ def fgvc_folder(root: Path, n: int) -> dict:
         items[rel] = i % 10
     for split in ("train", "val", "test"):
         (root / f"{split}.json").write_text(json.dumps(items))
-    return {"name": "fgvc-like", "kind": "fgvc", "num_classes": 10, "data_dir": str(root), "image_dir": "images",
+    return {"name": "fgvc-like", "family": FGVC(), "num_classes": 10, "data_dir": str(root), "image_dir": "images",
             "transform": "crop"}
 
 
@@ -91,7 +92,7 @@ def main() -> None:
         presets = ["demo", "fgvc"] if args.preset == "all" else [args.preset]
         for preset in presets:
             if preset == "demo":
-                task = {"name": "demo/animal_mnist", "kind": "animal_mnist", "num_classes": 10, "transform": "resize",
+                task = {"name": "demo/animal_mnist", "family": AnimalMNIST(), "num_classes": 10, "transform": "resize",
                         "split_seed": 0, "sizes": {"train": 800, "val": 200, "test": 2000}}
                 arch, img_size = "vit_small_patch14_dinov2", 112
             else:

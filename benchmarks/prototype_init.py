@@ -28,18 +28,19 @@ import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 from spt_lightning.backbones import Pretrain, build_vit
+from spt_lightning.callbacks import PrototypeInit
 from spt_lightning.data import TaskDataModule
+from spt_lightning.data.families import AnimalMNIST, Synthetic
 from spt_lightning.models import PromptedViT
 from spt_lightning.module import PromptTuningModule
 from spt_lightning.precision import resolve_precision
-from spt_lightning.prototypes import PrototypeInit
 
 IMAGENET = (IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD)
 PRESETS = {
     "demo": dict(arch="vit_small_patch14_dinov2", source="bundled", img_size=112, images=800,
-                 task={"name": "demo/animal_mnist", "kind": "animal_mnist", "num_classes": 10}),
+                 task={"name": "demo/animal_mnist", "family": AnimalMNIST(), "num_classes": 10}),
     "cub": dict(arch="vit_base_patch16_224", source="none", img_size=224, images=6000,
-                task={"name": "cub-scale", "kind": "synthetic", "num_classes": 200, "image_size": 224}),
+                task={"name": "cub-scale", "family": Synthetic(), "num_classes": 200, "image_size": 224}),
 }
 
 

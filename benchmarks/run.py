@@ -70,10 +70,11 @@ def main() -> None:
         from prototype_init import run as init_run
 
         from spt_lightning.data import TaskDataModule
+        from spt_lightning.data.families import AnimalMNIST
 
         init = init_run(args.init_preset, args.init_images, args.length, args.batch_size, 2,
                         "gpu" if args.device == "cuda" else "cpu", b.precision, 20)
-        task = {"name": "demo/animal_mnist", "kind": "animal_mnist", "num_classes": 10, "transform": "resize",
+        task = {"name": "demo/animal_mnist", "family": AnimalMNIST(), "num_classes": 10, "transform": "resize",
                 "split_seed": 0, "sizes": {"train": 800, "val": 200, "test": 2000}}
         dm = TaskDataModule(task, 112, *IMAGENET, batch_size=args.batch_size, num_workers=2)
         dm.setup("fit")

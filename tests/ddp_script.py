@@ -9,10 +9,11 @@ from pathlib import Path
 import lightning as L
 import torch
 
+from spt_lightning.callbacks import PrototypeInit
 from spt_lightning.data import TaskDataModule
+from spt_lightning.data.families import Synthetic
 from spt_lightning.models import PromptedViT
 from spt_lightning.module import PromptTuningModule
-from spt_lightning.prototypes import PrototypeInit
 
 sys.path.insert(0, str(Path(__file__).parent))
 from conftest import tiny_vit  # noqa: E402
@@ -39,7 +40,7 @@ def main(out: Path, devices: int) -> None:
     torch.manual_seed(trainer_seed := 0)
     model = PromptedViT(tiny_vit(num_classes=4), 3, deep=True)
     module = PromptTuningModule(model, 4, functools.partial(torch.optim.AdamW, lr=1e-3))
-    task = {"name": "demo/synthetic", "kind": "synthetic", "num_classes": 4, "image_size": 32,
+    task = {"name": "demo/synthetic", "family": Synthetic(), "num_classes": 4, "image_size": 32,
             "transform": "resize", "split_seed": trainer_seed, "sizes": {"train": 32, "val": 63, "test": 63}}
     dm = TaskDataModule(task, img_size=32, mean=[0.5] * 3, std=[0.5] * 3, batch_size=8, num_workers=0)
     trainer = L.Trainer(accelerator="cpu", devices=devices, strategy="ddp" if devices > 1 else "auto",

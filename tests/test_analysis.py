@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from conftest import tiny_vit
 from torch.utils.data import DataLoader, TensorDataset
 
-from spt_lightning.analysis import PromptAnalysis, rank_dependence, similarity
+from spt_lightning.callbacks.prompt_analysis import PromptAnalysis, rank_dependence, similarity
 from spt_lightning.models import PromptedViT
 from spt_lightning.module import PromptTuningModule
 
@@ -47,7 +47,7 @@ def _nmi_by_hand(x, y, bins):
 
 
 def test_nmi_is_sklearns_score_of_binned_coordinates_and_orders_known_dependence():
-    from spt_lightning.analysis import NMI_BINS, binned_nmi
+    from spt_lightning.callbacks.prompt_analysis import NMI_BINS, binned_nmi
 
     g = torch.Generator().manual_seed(0)
     d = 384

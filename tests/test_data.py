@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from spt_lightning.data import DataError, TaskDataModule
-from spt_lightning.data.tasks import seeded_split
+from spt_lightning.data.families import FGVC, ImageFolder, SplitFiles, Synthetic, family_of, seeded_split
 
-TASK = {"name": "demo/synthetic", "kind": "synthetic", "num_classes": 4, "image_size": 32, "transform": "crop",
+TASK = {"name": "demo/synthetic", "family": Synthetic(), "num_classes": 4, "image_size": 32, "transform": "crop",
         "split_seed": 0, "sizes": {"train": 40, "val": 10, "test": 10}}
 
 
@@ -37,7 +37,7 @@ def test_prototype_loader_uses_eval_transforms_and_a_seeded_fraction():
 
 
 def test_missing_data_folder_names_the_folder_and_the_key(tmp_path):
-    task = {"name": "fgvc/cub", "kind": "fgvc", "num_classes": 200, "data_dir": str(tmp_path / "CUB_200_2011")}
+    task = {"name": "fgvc/cub", "family": FGVC(), "num_classes": 200, "data_dir": str(tmp_path / "CUB_200_2011")}
     with pytest.raises(DataError, match=r"CUB_200_2011.*\n.*paths.data_dir"):
         _dm(task)
 
@@ -52,7 +52,7 @@ def test_fgvc_json_splits_round_trip(tmp_path):
         Image.new("RGB", (40, 30), (i * 80, 0, 0)).save(root / "images" / "a" / f"{i}.jpg")
     for split, items in (("train", {"a/0.jpg": 0, "a/1.jpg": 1}), ("val", {"a/2.jpg": 1}), ("test", {"a/2.jpg": 1})):
         (root / f"{split}.json").write_text(json.dumps(items))
-    task = {"name": "fgvc/cub", "kind": "fgvc", "num_classes": 2, "data_dir": str(root), "image_dir": "images",
+    task = {"name": "fgvc/cub", "family": FGVC(), "num_classes": 2, "data_dir": str(root), "image_dir": "images",
             "transform": "crop"}
     dm = _dm(task, cache_images=False)
     x, y = next(iter(dm.test_dataloader()))
@@ -96,14 +96,12 @@ def test_data_fraction_is_seeded_and_shared_with_the_prototype_pass():
 def test_image_folder_task(tmp_path):
     from PIL import Image
 
-    from spt_lightning.data.tasks import infer_num_classes
-
     for split in ("train", "val", "test"):
         for cls in ("cat", "dog", "owl"):
             (tmp_path / split / cls).mkdir(parents=True)
             Image.new("RGB", (36, 36), (10, 20, 30)).save(tmp_path / split / cls / "a.png")
-    task = {"name": "folder", "kind": "folder", "num_classes": None, "data_dir": str(tmp_path), "transform": "crop"}
-    assert infer_num_classes(task) == 3
+    task = {"name": "folder", "family": ImageFolder(), "num_classes": None, "data_dir": str(tmp_path), "transform": "crop"}
+    assert family_of(task).num_classes(task) == 3
     dm = _dm_with(task=task)
     x, y = next(iter(dm.test_dataloader()))
     assert x.shape == (3, 3, 32, 32) and sorted(y.tolist()) == [0, 1, 2]
@@ -167,7 +165,7 @@ def _jpeg_task(root, transform):
         items[rel] = i % 3
     for split in ("train", "val", "test"):
         (root / f"{split}.json").write_text(json.dumps(items))
-    return {"name": "jpegs", "kind": "fgvc", "num_classes": 3, "data_dir": str(root), "image_dir": "images",
+    return {"name": "jpegs", "family": FGVC(), "num_classes": 3, "data_dir": str(root), "image_dir": "images",
             "transform": transform}
 
 
@@ -208,7 +206,7 @@ def test_auto_keeps_images_only_when_they_fit_in_a_share_of_free_memory(tmp_path
 def test_a_run_exits_while_a_loader_still_holds_its_workers(tmp_path):
     """Workers ignore SIGTERM (a signal to the process group is the main process's to handle), so the exit
     must not wait on them: a loader still referenced at exit (as an interrupted run's traceback keeps it)."""
-    task = _jpeg_task(tmp_path, "resize")
+    task = {**_jpeg_task(tmp_path, "resize"), "family": {"_target_": "spt_lightning.data.families.FGVC"}}
     script = f"""
 import sys
 from spt_lightning.data.datamodule import TaskDataModule
@@ -222,3 +220,54 @@ sys.exit(143)
 """
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert done.returncode == 143, done.stderr[-2000:]
+
+
+class CsvLists(SplitFiles):
+    """A task family the way a user adds one (README, Extending): CSV split lists, ``path,label`` per line."""
+
+    layout = "train.csv, val.csv and test.csv (one `relative/path,label` per line)"
+    files = {"train": "train.csv", "val": "val.csv", "test": "test.csv"}
+
+    def read(self, path):
+        return [(rel, int(label)) for rel, label in (line.rsplit(",", 1) for line in path.read_text().split())]
+
+
+def test_a_new_task_family_is_one_class_named_by_its_task(tmp_path):
+    """The door for a new layout: a Family subclass named by `task.family._target_` is read, checked and
+    judged like the shipped ones; its missing folder says what the folder should hold."""
+    from PIL import Image
+
+    from spt_lightning.data.check import check_task
+    from spt_lightning.data.provenance import provenance
+
+    for i in range(4):
+        Image.new("RGB", (40, 30), (i * 60, 0, 0)).save(tmp_path / f"{i}.png")
+    for split, lines in (("train", "0.png,0\n1.png,1\n"), ("val", "2.png,1\n"), ("test", "3.png,0\n")):
+        (tmp_path / f"{split}.csv").write_text(lines)
+    task = {"name": "csv/toy", "family": {"_target_": f"{__name__}.CsvLists"}, "num_classes": 2,
+            "data_dir": str(tmp_path), "transform": "resize"}
+    dm = _dm(task, cache_images=False)
+    assert isinstance(family_of(task), CsvLists) and len(dm.splits["train"]) == 2
+    x, y = next(iter(dm.test_dataloader()))
+    assert x.shape == (1, 3, 32, 32) and y.tolist() == [0]
+    report = check_task(task)
+    assert report["counts"] == {"train": 2, "val": 1, "test": 1} and report["problems"] == []
+    assert provenance(task) == {"standard": False, "how": "task family CsvLists", "images": "lossless"}
+    with pytest.raises(DataError, match=r"holds nowhere/ \(train.csv, val.csv and test.csv"):
+        _dm({**task, "data_dir": str(tmp_path / "nowhere")})
+    with pytest.raises(DataError, match="task.family .* cannot be built"):
+        family_of({**task, "family": {"_target_": "spt_lightning.data.families.NoSuchLayout"}})
+
+
+def test_a_task_saved_before_families_reads_its_kind():
+    """Runs saved before task families named their layout `task.kind`: they build the same family, and
+    settings (a study's digests) record the family by that kind, unchanged by the move."""
+    from spt_lightning.settings import FAMILY_KINDS, digest, settings
+
+    for target, kind in FAMILY_KINDS.items():
+        assert type(family_of({"name": "t", "kind": kind})).__name__ == target.rsplit(".", 1)[1]
+        old = {"task": {"name": "t", "kind": kind, "num_classes": 3}, "seed": 0}
+        new = {"task": {"name": "t", "family": {"_target_": target}, "num_classes": 3}, "seed": 0}
+        assert settings(new) == settings(old) and digest(new) == digest(old)
+    with pytest.raises(DataError, match="names no family"):
+        family_of({"name": "t", "kind": "csv"})

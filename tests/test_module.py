@@ -124,7 +124,7 @@ def test_bf16_mixed_on_cpu(tmp_path):
 def test_ema_is_validated_checkpointed_and_resumed(tmp_path):
     from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
-    from spt_lightning.ema import TrainableEMA
+    from spt_lightning.callbacks import TrainableEMA
 
     class Record(Callback):
         def __init__(self):

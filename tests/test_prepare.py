@@ -11,6 +11,7 @@ from scipy.io import savemat
 
 from spt_lightning.data import DataError, TaskDataModule
 from spt_lightning.data.check import check_task
+from spt_lightning.data.families import FGVC
 from spt_lightning.data.prepare import prepare_fgvc
 
 
@@ -85,7 +86,7 @@ def test_fgvc_prepare_round_trip(tmp_path, name):
     splits = {s: json.loads((raw / f"{s}.json").read_text()) for s in ("train", "val", "test")}
     assert not set(splits["train"]) & set(splits["val"]) and not set(splits["train"]) & set(splits["test"])
     assert {y for s in splits.values() for y in s.values()} == set(range(classes))  # dense 0..C-1 labels
-    task = {"name": f"fgvc/{name}", "kind": "fgvc", "num_classes": classes, "data_dir": str(raw),
+    task = {"name": f"fgvc/{name}", "family": FGVC(), "num_classes": classes, "data_dir": str(raw),
             "image_dir": image_dir, "transform": "crop"}
     dm = TaskDataModule(task, 32, [0.5] * 3, [0.5] * 3, batch_size=64, num_workers=0)
     dm.setup("fit")
@@ -115,7 +116,7 @@ def test_check_finds_missing_mislabelled_unreadable_and_overlapping(tmp_path):
     test = json.loads((raw / "test.json").read_text())
     test[sorted(train)[-1]] = 0
     (raw / "test.json").write_text(json.dumps(test))
-    task = {"name": "fgvc/cub", "kind": "fgvc", "num_classes": 3, "data_dir": str(raw), "image_dir": "images"}
+    task = {"name": "fgvc/cub", "family": FGVC(), "num_classes": 3, "data_dir": str(raw), "image_dir": "images"}
     problems = "\n".join(check_task(task)["problems"])
     assert f"missing image: {raw / 'images' / first}" in problems
     assert f"unreadable image: {raw / 'images' / second}" in problems
@@ -131,7 +132,7 @@ def test_skip_corrupt_images_when_asked(tmp_path):
     prepare_fgvc("cub", raw)
     test = json.loads((raw / "test.json").read_text())
     (raw / "images" / sorted(test)[0]).write_bytes(b"broken")
-    task = {"name": "fgvc/cub", "kind": "fgvc", "num_classes": 2, "data_dir": str(raw), "image_dir": "images",
+    task = {"name": "fgvc/cub", "family": FGVC(), "num_classes": 2, "data_dir": str(raw), "image_dir": "images",
             "transform": "crop"}
     dm = TaskDataModule(task, 32, [0.5] * 3, [0.5] * 3, batch_size=64, num_workers=0, skip_corrupt=True)
     dm.setup("fit")

@@ -5,9 +5,10 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from spt_lightning.callbacks import PrototypeInit
 from spt_lightning.errors import ConfigError
 from spt_lightning.models import PromptedViT
-from spt_lightning.prototypes import PrototypeError, PrototypeInit
+from spt_lightning.prototypes import PrototypeError
 from spt_lightning.prototypes.capture import TokenReservoir, capture
 from spt_lightning.prototypes.strategies import (
     STRATEGIES,
@@ -444,7 +445,7 @@ def test_a_registered_init_reusing_a_collector_gets_its_own_prompts_and_cache_en
 
 
 def test_the_kmeans_device_is_recorded_and_a_gpu_faiss_cannot_see_is_named(tmp_path, monkeypatch, caplog):
-    from spt_lightning.prototypes import callback as cb_module
+    from spt_lightning.callbacks import prototype_init as cb_module
 
     cb = PrototypeInit("kmeans", tokens_per_prompt=4, kmeans_iters=2, seed=3)
     module, _, _, trainer = _fit(tmp_path, cb, model=_model(length=2))

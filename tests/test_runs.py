@@ -16,7 +16,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from omegaconf import open_dict
+from omegaconf import OmegaConf, open_dict
 from PIL import Image
 
 from spt_lightning.config import check_overrides, compose_train
@@ -508,3 +508,31 @@ def test_frozen_prompts_keep_their_init_and_only_the_head_trains(tmp_path):
     assert trained["parameters"]["learnable"] == head + 2 * 3 * 64
     with pytest.raises(SptError, match="prompt.trainable='no': expected true or false"):
         _run(tmp_path / "bad", "prompt.trainable=no")
+
+
+def test_a_run_saved_before_the_callbacks_moved_resumes_and_keeps_its_settings(tmp_path):
+    """Saved configs name the callbacks where they lived before callbacks/ (settings.MOVED_TARGETS) and the
+    task's layout by its kind (before data/families): such a run continues both ways (resume=auto in place, resume=<folder>), and its settings and digest (a study's
+    folder name) are those it was saved with."""
+    from spt_lightning.settings import MOVED_TARGETS, digest, settings
+
+    own = ["trainer.max_epochs=2", "callbacks=ema"]
+    for run, again in ((tmp_path / "auto", own), (tmp_path / "path", [f"resume={tmp_path / 'path'}"])):
+        _killed(run, *own)
+        saved = run / ".hydra" / "config.yaml"
+        text = saved.read_text()
+        for old, new in MOVED_TARGETS.items():
+            text = text.replace(new, old)
+        text = text.replace("family:\n    _target_: spt_lightning.data.families.Synthetic", "kind: synthetic")
+        assert "spt_lightning.ema.TrainableEMA" in text and "spt_lightning.prototypes.PrototypeInit" in text
+        assert "kind: synthetic" in text and "families" not in text
+        saved.write_text(text)
+        old = OmegaConf.to_container(OmegaConf.load(saved), resolve=True)
+        results = _run(run if again is own else tmp_path / "x", *again)
+        assert results["status"] == "ok" and results["output_dir"] == str(run)
+        assert results["config"]["callbacks"]["ema"]["_target_"] == "spt_lightning.callbacks.TrainableEMA"
+        assert settings(results["config"])["callbacks.ema._target_"] == "spt_lightning.ema.TrainableEMA"
+    renamed = {**old, "init": {**old["init"], "_target_": "spt_lightning.callbacks.PrototypeInit"},
+               "task": {**{k: v for k, v in old["task"].items() if k != "kind"},
+                        "family": {"_target_": "spt_lightning.data.families.Synthetic"}}}
+    assert digest(renamed) == digest(old) and settings(renamed) == settings(old)

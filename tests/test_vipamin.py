@@ -9,9 +9,10 @@ import torch.nn.functional as F
 from conftest import tiny_vit
 from test_prototypes import _fit
 
+from spt_lightning.callbacks import PrototypeInit
 from spt_lightning.errors import ConfigError
 from spt_lightning.models import PromptedViT
-from spt_lightning.prototypes import PrototypeError, PrototypeInit
+from spt_lightning.prototypes import PrototypeError
 from spt_lightning.prototypes.vipamin import matching, orthogonal, value_block, vipamin
 
 

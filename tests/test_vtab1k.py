@@ -8,6 +8,7 @@ import pytest
 
 from spt_lightning.data import DataError, TaskDataModule, vtab1k
 from spt_lightning.data.check import check_task
+from spt_lightning.data.families import VTAB1k
 from spt_lightning.data.provenance import provenance
 
 # TFDS split sizes at the versions task_adaptation names (tfds catalogue)
@@ -90,7 +91,7 @@ def test_prepare_through_tensorflow_datasets_mock(task, tmp_path, monkeypatch):
     assert record["standard"] is False and "differ from VTAB-1k" in record["how"]  # 12 images, not 800
     assert "train[:800]" in record["how"]
     num_classes = max(int(line.split()[1]) for ls in lists.values() for line in ls) + 1
-    spec = {"name": f"vtab/{task}", "kind": "vtab", "num_classes": num_classes, "data_dir": str(out)}
+    spec = {"name": f"vtab/{task}", "family": VTAB1k(), "num_classes": num_classes, "data_dir": str(out)}
     dm = TaskDataModule(spec, 32, [0.5] * 3, [0.5] * 3, batch_size=24, num_workers=0, protocol="final")
     dm.setup("fit")
     x, _ = next(iter(dm.train_dataloader()))
@@ -115,7 +116,7 @@ def _folder(root, sizes):
 
 
 def test_check_and_provenance_compare_a_folder_with_the_standard_sizes(tmp_path):
-    task = {"name": "vtab/kitti_dist", "kind": "vtab", "num_classes": 4, "data_dir": str(tmp_path)}
+    task = {"name": "vtab/kitti_dist", "family": VTAB1k(), "num_classes": 4, "data_dir": str(tmp_path)}
     _folder(tmp_path, vtab1k.expected_sizes("kitti_dist"))
     assert provenance(task) == {"standard": True, "how": "a vtab-1k folder whose split sizes match VTAB-1k's",
                                 "images": "unknown"}  # (no image files written here)
@@ -145,7 +146,7 @@ def test_provenance_names_the_image_format_and_check_notes_jpeg(tmp_path, capsys
         lines.append(f"{name} {i % 2}")
     for split in vtab1k.SPLIT_FILES.values():
         (root / split).write_text("\n".join(lines) + "\n")
-    task = {"name": "vtab/dtd", "kind": "vtab", "num_classes": 47, "data_dir": str(root)}
+    task = {"name": "vtab/dtd", "family": VTAB1k(), "num_classes": 47, "data_dir": str(root)}
     assert provenance(task)["images"] == expected
     assert data_main(["check", "task=vtab/dtd", f"paths.data_dir={tmp_path}"]) == 1  # (overlapping splits here)
     out = capsys.readouterr().out

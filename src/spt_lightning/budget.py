@@ -9,30 +9,20 @@ import math
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-# VPT's FGVC splits (the {train,val,test}.json its repository publishes; its paper's appendix lists them):
-# images per split, what an FGVC run reads when its folder is not on this machine.
-FGVC_SIZES = {"fgvc/cub": (5394, 600, 5794), "fgvc/nabirds": (21536, 2393, 24633), "fgvc/flowers": (1020, 1020, 6149),
-              "fgvc/dogs": (10800, 1200, 8580), "fgvc/cars": (7329, 815, 8041)}
 # The launcher settings that say what a job asks the scheduler for.
 RESOURCES = ("timeout_min", "nodes", "tasks_per_node", "gpus_per_node", "cpus_per_task", "mem_gb", "partition",
              "max_num_timeout", "n_jobs")
 
 
 def split_sizes(task: DictConfig) -> tuple[int, int, int] | None:
-    """``(train, val, test)`` images of a task's select/tune protocol; the final runs train on train + val."""
-    from .data import vtab1k
+    """``(train, val, test)`` images of a task's select/tune protocol, as its family knows them without
+    reading the data; the final runs train on train + val."""
+    from .data.families import family_of
 
-    name = str(task.name)
-    if name in FGVC_SIZES:
-        return FGVC_SIZES[name]
-    if task.kind == "vtab" and name.split("/", 1)[1] in vtab1k.TASKS:
-        sizes = vtab1k.expected_sizes(name.split("/", 1)[1])
-        return sizes["train800"], sizes["val200"], sizes["test"]
-    if task.get("sizes"):
-        return task.sizes.train, task.sizes.val, task.sizes.test
-    return None
+    plain = OmegaConf.to_container(task, resolve=True)
+    return family_of(plain).sizes(plain)
 
 
 def images_per_second(gpu_check: Path | None) -> tuple[float, str] | None:

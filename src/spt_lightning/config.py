@@ -86,8 +86,11 @@ def check_config(cfg: DictConfig) -> None:
     check_choice("select_epoch", cfg.get("select_epoch", "last"), SELECT_RULES)
     for key in _missing(OmegaConf.to_container(cfg, resolve=False)):
         if key == "task.data_dir":
+            from .data.families import family_of
+
+            layout = family_of(OmegaConf.to_container(cfg.task, resolve=False)).layout
             raise ConfigError(f"task={cfg.task.name} needs its folder: pass task.data_dir=/path/to/images "
-                              f"(train/, val/ and test/ inside, one sub-folder per class)", key)
+                              f"({layout})", key)
         raise ConfigError(f"{key} has no value (??? in its config); pass {key}=...", key)
 
 

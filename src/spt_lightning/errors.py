@@ -14,6 +14,10 @@ class RunFolderError(SptError):
     """The run folder holds a run that this command must not touch, or the run to resume is not there."""
 
 
+class DataError(SptError, RuntimeError):
+    """A dataset folder, split file or image is missing or wrong; the message says how to fix it."""
+
+
 class ConfigError(SptError, ValueError):
     """A config value is out of its valid range; the message names the ``key`` and how to fix it."""
 

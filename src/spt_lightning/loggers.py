@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 from lightning.fabric.loggers.logger import rank_zero_experiment
-from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.loggers import CSVLogger as LightningCSVLogger
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
@@ -39,27 +38,6 @@ class CSVLogger(LightningCSVLogger):
             self._fs.makedirs(self.root_dir, exist_ok=True)
             self._experiment = _AppendingWriter(log_dir=self.log_dir)
         return self._experiment
-
-
-class LearningRates(LearningRateMonitor):
-    """Lightning's LearningRateMonitor, idle in a run without loggers (instead of refusing to start); on W&B
-    it also makes ``epoch`` the x-axis of every per-epoch chart."""
-
-    def on_train_start(self, trainer, *args, **kwargs) -> None:
-        if trainer.loggers:
-            super().on_train_start(trainer, *args, **kwargs)
-        for logger in trainer.loggers:
-            if isinstance(logger, WandbLogger) and trainer.is_global_zero:
-                for pattern in ("val/*", "train/loss_epoch", "analysis/*"):
-                    logger.experiment.define_metric(pattern, step_metric="epoch")
-
-    def on_train_batch_start(self, trainer, *args, **kwargs) -> None:
-        if trainer.loggers:
-            super().on_train_batch_start(trainer, *args, **kwargs)
-
-    def on_train_epoch_start(self, trainer, *args, **kwargs) -> None:
-        if trainer.loggers:
-            super().on_train_epoch_start(trainer, *args, **kwargs)
 
 
 def wandb_logged_in() -> bool:

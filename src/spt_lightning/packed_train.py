@@ -42,6 +42,7 @@ from .record import collect, selection
 from .results import format_summary, write_results
 from .runs import RunFolder
 from .story import counted_classes, fit, settled, tell
+from .settings import upgraded
 from .trust import check_targets
 
 log = logging.getLogger(__name__)
@@ -160,8 +161,9 @@ def member_configs(cfg: DictConfig, members: list[dict[str, Any]]) -> list[DictC
         reason = why_not(m["config"])
         if reason:
             raise PackError(f"{m['folder']} cannot be packed: {reason}; run it with --pack 1")
-        check_targets(m["config"], Path(cfg.paths.output_dir) / PACK)
-        config = OmegaConf.create(placed(m["config"], m["folder"]))
+        planned = upgraded(m["config"])  # a pack planned by an earlier version: moved classes renamed
+        check_targets(planned, Path(cfg.paths.output_dir) / PACK)
+        config = OmegaConf.create(placed(planned, m["folder"]))
         with open_dict(config):
             config.task.num_classes = cfg.task.num_classes  # task=folder: counted once, in the pack
         configs.append(config)

@@ -96,7 +96,7 @@ def wandb_mode(loggers: list) -> str | None:
 
 def init_stats(trainer: L.Trainer) -> dict[str, Any]:
     """What the prompt-init callback hands over for results.json's ``init``: the record of the callback that
-    declares ``results_key = "init"`` (prototypes.PrototypeInit's ``stats``); ``{}`` without one."""
+    declares ``results_key = "init"`` (callbacks.PrototypeInit's ``stats``); ``{}`` without one."""
     return next((cb.results_record() for cb in trainer.callbacks if getattr(cb, "results_key", None) == "init"), {})
 
 

@@ -32,7 +32,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 from .errors import ConfigError, RunFolderError
 from .resolvers import RESUME_MODES, run_folder
 from .results import RESULTS, read_results
-from .settings import differences, neutral
+from .settings import differences, neutral, upgraded
 from .trust import check_targets
 
 try:  # advisory locks (POSIX); without them the marker's exclusive create still keeps two fresh runs apart
@@ -70,7 +70,7 @@ def own_settings(cfg: DictConfig, overrides: list[str]) -> DictConfig:
     if not (folder / SAVED_CONFIG).is_file():
         raise RunFolderError(f"resume={cfg.resume}: {folder / SAVED_CONFIG} does not exist; pass the folder of a run "
                              f"of spt_lightning (or one of its checkpoints/*.ckpt)")
-    own = OmegaConf.load(folder / SAVED_CONFIG)
+    own = upgraded(OmegaConf.load(folder / SAVED_CONFIG))  # a run of an earlier version: moved classes renamed
     check_targets(own, folder / SAVED_CONFIG)  # a downloaded folder's config builds only what ours do
     for override in OverridesParser.create().parse_overrides(list(overrides)):
         key = override.key_or_group

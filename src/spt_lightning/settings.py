@@ -26,12 +26,46 @@ INIT_KEYS = ("method.name", "prompt.init", "init.strategy")
 # Path values are written as placeholders, so that a value derived from a folder (a checkpoint dirpath,
 # a task's data_dir under paths.data_dir) does not make the same run two runs in two places.
 PLACEHOLDERS = {"output_dir": "<run>", "data_dir": "<data>", "log_dir": "<logs>"}
+# Classes moved since earlier versions: their old ``_target_`` -> the new one. A saved config (a resumed run,
+# a pack) is read with the new names (:func:`upgraded`); settings name each class by its old path, so that a
+# run or a study made before the move keeps its settings and its digest (the study's folder names).
+MOVED_TARGETS = {
+    "spt_lightning.prototypes.PrototypeInit": "spt_lightning.callbacks.PrototypeInit",
+    "spt_lightning.ema.TrainableEMA": "spt_lightning.callbacks.TrainableEMA",
+    "spt_lightning.analysis.PromptAnalysis": "spt_lightning.callbacks.PromptAnalysis",
+    "spt_lightning.loggers.LearningRates": "spt_lightning.callbacks.LearningRates",
+}
+_FIRST_NAMES = {new: old for old, new in MOVED_TARGETS.items()}
+# Task families (data/families) -> the ``task.kind`` that named them before they were classes: settings
+# record a family by that name, as runs and studies made before did.
+FAMILY_KINDS = {
+    "spt_lightning.data.families.FGVC": "fgvc",
+    "spt_lightning.data.families.VTAB1k": "vtab",
+    "spt_lightning.data.families.ImageFolder": "folder",
+    "spt_lightning.data.families.Synthetic": "synthetic",
+    "spt_lightning.data.families.AnimalMNIST": "animal_mnist",
+}
 
 
 def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
     if isinstance(node, dict):
         return {k: v for key, value in node.items() for k, v in _flatten(value, f"{prefix}{key}.").items()}
     return {prefix[:-1]: node}
+
+
+def upgraded(config: Any) -> Any:
+    """``config`` (a plain or an OmegaConf container) with each moved ``_target_`` under its new name
+    (:data:`MOVED_TARGETS`); everything else as it was."""
+    from omegaconf import DictConfig, ListConfig, OmegaConf
+
+    if isinstance(config, DictConfig | ListConfig):
+        return OmegaConf.create(upgraded(OmegaConf.to_container(config)))
+    if isinstance(config, dict):
+        return {k: MOVED_TARGETS.get(v, v) if k == "_target_" and isinstance(v, str) else upgraded(v)
+                for k, v in config.items()}
+    if isinstance(config, list):
+        return [upgraded(v) for v in config]
+    return config
 
 
 def neutral(key: str) -> bool:
@@ -56,7 +90,16 @@ def settings(config: dict[str, Any]) -> dict[str, Any]:
             value = [placeheld(v) for v in value]
         return value
 
-    return {k: placeheld(v) for k, v in _flatten(config).items() if not neutral(k)}
+    return dict(_as_recorded(k, v) if k.endswith("_target_") else (k, placeheld(v))
+                for k, v in _flatten(config).items() if not neutral(k))
+
+
+def _as_recorded(key: str, target: Any) -> tuple[str, Any]:
+    """A ``_target_`` setting under the name runs recorded before a class moved (see MOVED_TARGETS and
+    FAMILY_KINDS), so that a move changes no setting and no study folder's name."""
+    if key == "task.family._target_":
+        return "task.kind", FAMILY_KINDS.get(target, target)
+    return key, _FIRST_NAMES.get(target, target)
 
 
 def digest(config: dict[str, Any]) -> str:

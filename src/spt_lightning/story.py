@@ -41,10 +41,11 @@ def settled(cfg: DictConfig, changes: dict[str, Any]) -> DictConfig:
 
 
 def counted_classes(cfg: DictConfig) -> int:
-    """The task's classes: as configured, or (``task=folder``) its class folders counted."""
-    from .data.tasks import infer_num_classes
+    """The task's classes: as configured, or as its family counts them (``task=folder``: its class folders)."""
+    from .data.families import family_of
 
-    return cfg.task.num_classes or infer_num_classes(OmegaConf.to_container(cfg.task, resolve=True))
+    task = OmegaConf.to_container(cfg.task, resolve=True)
+    return cfg.task.num_classes or family_of(task).num_classes(task)
 
 
 def tell(cfg: DictConfig, folder: RunFolder, build: Callable[[str], Run],

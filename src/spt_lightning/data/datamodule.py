@@ -23,7 +23,7 @@ from torch.utils.data import ConcatDataset, DataLoader, Dataset, RandomSampler, 
 
 from ..errors import ConfigError, check_choice, check_number
 from .datasets import ImageDataset, collate_skipping_none
-from .tasks import build_datasets
+from .families import family_of
 from .transforms import TRANSFORMS, build_transforms
 
 PROTOCOLS = ("select", "tune", "final")
@@ -67,7 +67,7 @@ class TaskDataModule(L.LightningDataModule):
     ``final`` trains on train + val (VTAB: train800val200) and tests the last epoch.
 
     Args:
-        task: The task config (name, kind, num_classes, data location, transform name, ...).
+        task: The task config (name, family, num_classes, data location, transform name, ...).
         img_size: Input resolution of the backbone.
         mean: Normalisation mean of the pretrained weights.
         std: Normalisation std of the pretrained weights.
@@ -143,7 +143,7 @@ class TaskDataModule(L.LightningDataModule):
         if not self.splits:
             evaluate = self.transforms(train=False)
             transforms = {"train": self.transforms(train=True), "val": evaluate, "test": evaluate}
-            self.splits = build_datasets(self.task, transforms, self.skip_corrupt)
+            self.splits = family_of(self.task).datasets(self.task, transforms, self.skip_corrupt)
             if self.cache_images:
                 self._decode_once()
 

@@ -18,13 +18,9 @@ import torch
 from PIL import Image
 from torch.utils.data import ConcatDataset, Dataset, Subset, TensorDataset, default_collate
 
-from ..errors import SptError
+from ..errors import DataError
 
 log = logging.getLogger(__name__)
-
-
-class DataError(SptError, RuntimeError):
-    """A dataset folder, split file or image is missing or wrong; the message says how to fix it."""
 
 
 # What opening an image can raise for a bad file (PIL's decompression-bomb guard is not an OSError).

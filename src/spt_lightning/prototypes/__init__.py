@@ -1,19 +1,13 @@
-"""Prototype initialisation (SPT): token capture, the strategies' records, cache, and the Lightning callback.
-
-``PrototypeInit`` (Lightning) is imported on first use, so that reading a strategy's record
-(``prototypes.strategies``) does not load Lightning."""
+"""Prototype initialisation (SPT): token capture, the strategies' records and the cache. The Lightning
+callback that runs them before training is ``callbacks.PrototypeInit``."""
 
 from .errors import PrototypeError
 
-__all__ = ["STRATEGIES", "PrototypeError", "PrototypeInit"]
+__all__ = ["STRATEGIES", "PrototypeError"]
 
 
 def __getattr__(name: str):
-    if name == "PrototypeInit":
-        from .callback import PrototypeInit
-
-        return PrototypeInit
-    if name == "STRATEGIES":
+    if name == "STRATEGIES":  # on first use: reading the errors does not load the strategies' torch code
         from .strategies import STRATEGIES
 
         return STRATEGIES

@@ -8,7 +8,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from .errors import check_number
+from ..errors import check_number
 
 
 class TrainableEMA(Callback):

@@ -16,10 +16,10 @@ from ..console import CONSOLE
 from ..data.datasets import content_digest
 from ..errors import check_choice, check_number
 from ..models.prompted_vit import LAYER0
-from . import cache
-from .capture import capture, storage_device
-from .strategies import POOLING, CollectorSpec, LayerSpec, kmeans_gpu, strategy_of
-from .vipamin import ORTH_SCALES, VALUE_BLOCKS, first_images
+from ..prototypes import cache
+from ..prototypes.capture import capture, storage_device
+from ..prototypes.strategies import POOLING, CollectorSpec, LayerSpec, kmeans_gpu, strategy_of
+from ..prototypes.vipamin import ORTH_SCALES, VALUE_BLOCKS, first_images
 
 log = logging.getLogger(__name__)
 

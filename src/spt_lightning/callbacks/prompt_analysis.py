@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback
 
-from .errors import check_number
+from ..errors import check_number
 
 MEASURES = ("dependence", "nmi", "cos_nearest", "cos_mean")
 NMI_BINS = 10
