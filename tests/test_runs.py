@@ -536,3 +536,20 @@ def test_a_run_saved_before_the_callbacks_moved_resumes_and_keeps_its_settings(t
                "task": {**{k: v for k, v in old["task"].items() if k != "kind"},
                         "family": {"_target_": "spt_lightning.data.families.Synthetic"}}}
     assert digest(renamed) == digest(old) and settings(renamed) == settings(old)
+
+
+def test_a_failed_folder_run_records_its_counted_classes(tmp_path):
+    """task=folder counts its classes; a run that fails later records that count, as its finished peers do,
+    so that it differs from them in its lr only, not in num_classes (null) as well."""
+    from spt_lightning.settings import settings
+
+    folder = ["task=folder", f"task.data_dir={_images(tmp_path / 'images')}"]
+    finished = _run(tmp_path / "ok", *folder)
+    with pytest.raises(SptError, match="diverged"):
+        _run(tmp_path / "bad", *folder, "model.optimizer.lr=1e30")
+    failed = json.loads((tmp_path / "bad" / "results.json").read_text())
+    assert failed["status"] == "failed" and failed["config"]["task"]["num_classes"] == 3
+    assert finished["config"]["task"]["num_classes"] == 3
+    differ = {k for k in settings(failed["config"]).keys() | settings(finished["config"]).keys()
+              if settings(failed["config"]).get(k) != settings(finished["config"]).get(k)}
+    assert differ == {"model.optimizer.lr"}

@@ -3,6 +3,7 @@ failed or was interrupted, the error (written through ``results``)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 from pathlib import Path
@@ -15,7 +16,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from . import __version__
-from .errors import RunFolderError
+from .errors import RunFolderError, SptError
 from .results import RESULTS, finished, write_results
 
 
@@ -171,10 +172,19 @@ def record_outcome(cfg: DictConfig, error: BaseException) -> Path | None:
     })
     return output_dir / RESULTS
 
+
 def _resolved(cfg: DictConfig) -> dict[str, Any]:
     """The config with its values (a failed run shows the lr it ran with); as written where a value cannot
-    be resolved (the failure may be that value)."""
+    be resolved (the failure may be that value). A task whose classes are counted (``task=folder``) shows
+    the count where its folder can be read, as the run's own results would: report sets the failed run
+    beside its finished peers, not apart."""
+    from .story import counted_classes
+
     try:
-        return OmegaConf.to_container(cfg, resolve=True)
+        config = OmegaConf.to_container(cfg, resolve=True)
     except Exception:  # noqa: BLE001 - any resolver error: keep the interpolations
         return OmegaConf.to_container(cfg, resolve=False)
+    if config.get("task", {}).get("num_classes", 0) is None:
+        with contextlib.suppress(SptError):  # the failure may be that folder
+            config["task"]["num_classes"] = counted_classes(cfg)
+    return config
