@@ -225,7 +225,7 @@ sys.exit(143)
 class CsvLists(SplitFiles):
     """A task family the way a user adds one (README, Extending): CSV split lists, ``path,label`` per line."""
 
-    layout = "train.csv, val.csv and test.csv (one `relative/path,label` per line)"
+    layout = "train.csv, val.csv and test.csv, one `relative/path,label` per line"
     files = {"train": "train.csv", "val": "val.csv", "test": "test.csv"}
 
     def read(self, path):
@@ -253,7 +253,7 @@ def test_a_new_task_family_is_one_class_named_by_its_task(tmp_path):
     report = check_task(task)
     assert report["counts"] == {"train": 2, "val": 1, "test": 1} and report["problems"] == []
     assert provenance(task) == {"standard": False, "how": "task family CsvLists", "images": "lossless"}
-    with pytest.raises(DataError, match=r"holds nowhere/ \(train.csv, val.csv and test.csv"):
+    with pytest.raises(DataError, match=r"holds nowhere/, .*\nThe folder holds train.csv, val.csv and test.csv"):
         _dm({**task, "data_dir": str(tmp_path / "nowhere")})
     with pytest.raises(DataError, match="task.family .* cannot be built"):
         family_of({**task, "family": {"_target_": "spt_lightning.data.families.NoSuchLayout"}})

@@ -89,8 +89,8 @@ def check_config(cfg: DictConfig) -> None:
             from .data.families import family_of
 
             layout = family_of(OmegaConf.to_container(cfg.task, resolve=False)).layout
-            raise ConfigError(f"task={cfg.task.name} needs its folder: pass task.data_dir=/path/to/images "
-                              f"({layout})", key)
+            raise ConfigError(f"task={cfg.task.name} needs its folder: pass task.data_dir=/path/to/images, a "
+                              f"folder that holds {layout}", key)
         raise ConfigError(f"{key} has no value (??? in its config); pass {key}=...", key)
 
 

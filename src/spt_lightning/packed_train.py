@@ -41,8 +41,8 @@ from .packing import PACK, why_not
 from .record import collect, selection
 from .results import format_summary, write_results
 from .runs import RunFolder
-from .story import counted_classes, fit, settled, tell
 from .settings import upgraded
+from .story import counted_classes, fit, settled, tell
 from .trust import check_targets
 
 log = logging.getLogger(__name__)

@@ -14,7 +14,8 @@ from ..errors import check_number
 class TrainableEMA(Callback):
     """An EMA of the parameters that train. Validation runs on the average, checkpoints store it as the
     model weights, and the module holds it once fitting ends, so the test (of the epoch chosen on
-    validation, or of the last epoch) sees the weights that were validated. Training steps the raw values, which the checkpoint keeps beside for resuming.
+    validation, or of the last epoch) sees the weights that were validated. Training steps the raw values,
+    which the checkpoint keeps beside for resuming.
 
     Unlike Lightning's ``EMAWeightAveraging`` it copies and updates only the trainable tensors (a few
     hundred thousand for prompt tuning) instead of the whole frozen backbone.

@@ -56,10 +56,10 @@ class Family:
 def require_data_dir(task: dict[str, Any], layout: str = "") -> Path:
     root = Path(str(task["data_dir"])).expanduser().absolute()
     if not root.is_dir():
-        holds = f" ({layout})" if layout else ""
+        holds = f"\nThe folder holds {layout}." if layout else ""
         raise DataError(
             f"data folder for task {task['name']} not found: {root}\n"
             f"Set paths.data_dir=/your/datasets (or the SPT_DATA_DIR environment variable) so that it holds "
-            f"{root.name}/{holds}, or point task.data_dir=/path/to/{root.name} at the folder itself."
+            f"{root.name}/, or point task.data_dir=/path/to/{root.name} at the folder itself.{holds}"
         )
     return root

@@ -14,7 +14,7 @@ SIZES = {"fgvc/cub": (5394, 600, 5794), "fgvc/nabirds": (21536, 2393, 24633), "f
 
 
 class FGVC(SplitFiles):
-    layout = 'train.json, val.json and test.json (each {"relative/path.jpg": class_id}, paths under task.image_dir)'
+    layout = 'train.json, val.json and test.json, each {"relative/path.jpg": class_id} with paths under task.image_dir'
     files = {"train": "train.json", "val": "val.json", "test": "test.json"}
 
     def read(self, path: Path) -> list[tuple[str, int]]:

@@ -17,12 +17,12 @@ def folder_items(root: Path, split: str) -> tuple[list[str], list[tuple[str, int
         classes, class_to_idx = find_classes(str(root / split))
         samples = make_dataset(str(root / split), class_to_idx, IMG_EXTENSIONS, allow_empty=True)
     except FileNotFoundError as err:
-        raise DataError(f"{root / split}: {err}. task=folder expects {ImageFolder.layout}") from err
+        raise DataError(f"{root / split}: {err}. task=folder expects task.data_dir to hold {ImageFolder.layout}") from err
     return classes, [(str(Path(path).relative_to(root)), label) for path, label in samples]
 
 
 class ImageFolder(Family):
-    layout = "train/, val/ and test/ under task.data_dir, each with one sub-folder per class (the same in each)"
+    layout = "train/, val/ and test/, each with one sub-folder per class, the same classes in each"
 
     def split_lists(self, task: dict[str, Any]) -> SplitLists:
         root = require_data_dir(task, self.layout)
@@ -35,7 +35,7 @@ class ImageFolder(Family):
         root = require_data_dir(task, self.layout)
         missing = [s for s in SPLITS if not (root / s).is_dir()]
         if missing:
-            raise DataError(f"{root} lacks {', '.join(f'{s}/' for s in missing)}: task=folder expects {self.layout}")
+            raise DataError(f"{root} lacks {', '.join(f'{s}/' for s in missing)}: task=folder expects task.data_dir to hold {self.layout}")
         classes, out = {}, {}
         for s in SPLITS:
             classes[s], items = folder_items(root, s)
@@ -55,5 +55,5 @@ class ImageFolder(Family):
         """The sub-folders of ``train/``."""
         train = require_data_dir(task, self.layout) / "train"
         if not train.is_dir():
-            raise DataError(f"{train} not found: task=folder expects {self.layout}")
+            raise DataError(f"{train} not found: task=folder expects task.data_dir to hold {self.layout}")
         return sum(1 for p in train.iterdir() if p.is_dir())

@@ -17,7 +17,7 @@ def _short(task: dict[str, Any]) -> str | None:
 
 
 class VTAB1k(SplitFiles):
-    layout = "train800.txt, val200.txt, train800val200.txt and test.txt (one `relative/path label` per line)"
+    layout = "train800.txt, val200.txt, train800val200.txt and test.txt, one `relative/path label` per line"
     files = {split: vtab1k.SPLIT_FILES[vtab1k.OUR_SPLITS[split]] for split in ("train", "val", "test", "train+val")}
 
     def read(self, path: Path) -> list[tuple[str, int]]:
