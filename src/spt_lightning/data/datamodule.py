@@ -245,13 +245,23 @@ def _kill_workers_left_at_exit() -> None:
     """Workers ignore SIGTERM (above), and multiprocessing's exit handler stops daemonic children with SIGTERM and
     then joins them: a worker whose loader is still referenced at exit (an interrupted run's traceback holds it)
     waits for indices forever, and so would the run. Registered after that handler, this one runs first
-    (atexit is last in, first out) and kills them, as the daemon flag promises."""
-    atexit.register(_kill_daemonic_children)
+    (atexit is last in, first out) and ends them, as the daemon flag promises."""
+    atexit.register(_stop_daemonic_children)
 
 
-def _kill_daemonic_children() -> None:
-    for child in mp.active_children():
-        if child.daemon:
+def _stop_daemonic_children(grace: float = 0.5) -> None:
+    """SIGTERM first (any other daemonic child of the process may clean up), SIGKILL for what ignores it
+    after ``grace`` seconds. Torch's SIGCHLD handler, which raises when a worker dies, is set aside first:
+    raised here, it would leave the other workers alive, and the exit hanging on them."""
+    if hasattr(signal, "SIGCHLD"):
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    children = [child for child in mp.active_children() if child.daemon]
+    for child in children:
+        child.terminate()
+    deadline = time.monotonic() + grace
+    for child in children:
+        child.join(max(0.0, deadline - time.monotonic()))
+        if child.is_alive():
             child.kill()
 
 
