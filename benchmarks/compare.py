@@ -65,3 +65,25 @@ def table(out: Path, settings: dict[str, list[str]], reference_name: str, parame
         t = p_value(ttest_rel(ours, theirs).pvalue) if len(seeds) > 1 else "—"
         lines.append(f"| {' '.join(settings[name])} | {cell} | {per_seed} | {t} |{count}")
     return "\n".join(lines)
+
+
+def curves(out: Path, settings: dict[str, list[str]]) -> str:
+    """How each setting trained, from its runs' ``csv/metrics.csv``: val accuracy after the first epoch, and
+    the last epoch's training loss and val accuracy (means over its finished seeds): where a setting learns
+    slowly or not at all, measured rather than guessed."""
+    import csv
+
+    lines = ["| setting | val acc. after epoch 1 (%) | last train loss | last val acc. (%) | seeds |",
+             "| --- | --- | --- | --- | --- |"]
+    for name, by_seed in finished(out, settings).items():
+        first, loss, last = [], [], []
+        for run in by_seed.values():
+            with open(Path(run["output_dir"]) / "csv" / "metrics.csv", newline="") as f:
+                rows = list(csv.DictReader(f))
+            val = [float(r["val/acc1"]) for r in rows if r.get("val/acc1")]
+            train = [float(r["train/loss_epoch"]) for r in rows if r.get("train/loss_epoch")]
+            first.append(100 * val[0]), last.append(100 * val[-1]), loss.append(train[-1])
+        if by_seed:
+            lines.append(f"| {name} | {statistics.mean(first):.1f} | {statistics.mean(loss):.3f} | "
+                         f"{statistics.mean(last):.1f} | {len(by_seed)} |")
+    return "\n".join(lines)

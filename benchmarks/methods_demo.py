@@ -5,6 +5,7 @@ paired with SPT-deep per seed on the same test images (``compare.py``).
 
     python benchmarks/methods_demo.py run --out logs/methods_demo [--today]   # about 5 minutes a run on 2 cores
     python benchmarks/methods_demo.py table --out logs/methods_demo [--today]
+    python benchmarks/methods_demo.py curves --out logs/methods_demo [--today]  # how each trained
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ TODAY = {  # the baselines of today's prompt papers (docs/methods.md), each at i
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=("run", "table"))
+    parser.add_argument("command", choices=("run", "table", "curves"))
     parser.add_argument("--out", type=Path, default=Path("logs/methods_demo"))
     parser.add_argument("--reference", default="spt_deep", help="the setting each is paired with")
     parser.add_argument("--today", action="store_true", help="today's baselines instead of SPT's paper's")
@@ -44,6 +45,9 @@ def main() -> None:
     settings = TODAY if args.today else METHODS
     if args.command == "run":
         compare.run(args.out, settings, ["init.cache_dir=null", *extra])
+    if args.command == "curves":
+        print(compare.curves(args.out, settings))
+        return
     print(compare.table(args.out, settings, args.reference, parameters=True))
 
 

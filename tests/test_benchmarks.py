@@ -62,6 +62,25 @@ def test_compare_table_pairs_each_seed_with_the_reference(tmp_path, monkeypatch)
     assert counted.endswith(f"| {t:.3f} | 1,013 (13) |")
 
 
+
+def test_compare_curves_reads_how_each_setting_trained(tmp_path, monkeypatch):
+    """Val accuracy after epoch 1, last train loss and last val accuracy, means over the finished seeds, read
+    from each run's metrics.csv (Lightning's layout: val and train-epoch rows apart); a failed run is left out."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import compare
+
+    for seed, (first, last, loss) in enumerate([(0.50, 0.90, 0.2), (0.60, 0.94, 0.4)]):
+        folder = tmp_path / "ssf" / str(seed)
+        (folder / "csv").mkdir(parents=True)
+        (folder / "csv" / "metrics.csv").write_text(
+            "epoch,step,train/loss_epoch,val/acc1\n"
+            f"0,9,,{first}\n0,9,1.5,\n1,19,,{last}\n1,19,{loss},\n")
+        (folder / "results.json").write_text(json.dumps({"status": "ok", "seed": seed, "output_dir": str(folder)}))
+    (tmp_path / "ssf" / "2").mkdir()
+    (tmp_path / "ssf" / "2" / "results.json").write_text(json.dumps({"status": "failed", "seed": 2}))
+    row = compare.curves(tmp_path, {"ssf": ["method=ssf"]}).splitlines()[-1]
+    assert row == "| ssf | 55.0 | 0.300 | 92.0 | 2 |"
+
 def test_gpu_check_says_in_one_line_that_there_is_no_gpu_and_exits_0(tmp_path):
     done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--out", str(tmp_path / "g.json")],
                           capture_output=True, text=True, timeout=120, env={**__import__("os").environ,
