@@ -189,7 +189,7 @@ class TaskDataModule(L.LightningDataModule):
 
     def _loader(self, dataset: Dataset, sampler=None, batch_size: int | None = None) -> DataLoader:
         if self.num_workers:
-            _kill_workers_left_at_exit()
+            _stop_workers_left_at_exit()
         # NOTE: no persistent workers: the loaders are made afresh each epoch (the trainer's
         # reload_dataloaders_every_n_epochs=1), and workers that lived on would carry their random state
         # across epochs, which a resumed run cannot restore.
@@ -241,7 +241,7 @@ def _worker_init(worker_id: int, rank: int = 0) -> None:
 
 
 @functools.cache
-def _kill_workers_left_at_exit() -> None:
+def _stop_workers_left_at_exit() -> None:
     """Workers ignore SIGTERM (above), and multiprocessing's exit handler stops daemonic children with SIGTERM and
     then joins them: a worker whose loader is still referenced at exit (an interrupted run's traceback holds it)
     waits for indices forever, and so would the run. Registered after that handler, this one runs first

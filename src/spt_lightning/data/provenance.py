@@ -34,19 +34,19 @@ def image_format(task: dict[str, Any], sample: int = 64) -> str:
     """``jpeg``, ``lossless``, ``mixed`` or ``in memory``: what the task's images are, read cheaply from the
     first bytes of up to ``sample`` files spread over its split lists (a VTAB-1k folder from NOAH's script
     holds JPEGs, one written by ``prepare`` PNGs; the difference moves some tasks by points)."""
-    from .families import family_of
+    from .families import SPLITS, family_of
 
     try:
         lists = family_of(task).split_lists(task)
         if lists is None:
             return "in memory"
-        items, image_dir = [rel for found in lists.items.values() for rel, _ in found or []], lists.image_dir
+        items = [rel for split in SPLITS for rel, _ in lists.items.get(split) or []]  # VTAB's train+val repeats them
     except Exception:  # noqa: BLE001 - an unreadable list is reported by the run or by `data check`
         return "unknown"
     step = max(1, len(items) // sample)
     found = set()
     for rel in items[::step][:sample]:
-        path = image_dir / rel
+        path = lists.image_dir / rel
         try:
             if not path.is_file():  # missing, or a FIFO that a read would hang on
                 continue

@@ -13,9 +13,10 @@ SPLITS = ("train", "val", "test")
 
 @dataclass(frozen=True)
 class SplitLists:
-    """A task's splits as they lie on disk: per split its list (a file, or a folder), and its
-    ``(path relative to image_dir, label)`` items (``None``: the list is missing)."""
+    """A task's splits as they lie on disk (``root``: the task's folder): per split its list (a file, or a
+    folder), and its ``(path relative to image_dir, label)`` items (``None``: the list is missing)."""
 
+    root: Path
     image_dir: Path
     files: dict[str, Path]
     items: dict[str, list[tuple[str, int]] | None]

@@ -26,7 +26,7 @@ class ImageFolder(Family):
 
     def split_lists(self, task: dict[str, Any]) -> SplitLists:
         root = require_data_dir(task, self.layout)
-        return SplitLists(root, {s: root / s for s in SPLITS},
+        return SplitLists(root, root, {s: root / s for s in SPLITS},
                           {s: folder_items(root, s)[1] if (root / s).is_dir() else None for s in SPLITS})
 
     def datasets(self, task: dict[str, Any], transforms: dict, skip_corrupt: bool = False) -> dict:

@@ -24,7 +24,7 @@ class SplitFiles(Family):
     def split_lists(self, task: dict[str, Any], splits: tuple[str, ...] | None = None) -> SplitLists:
         root = require_data_dir(task, self.layout)
         files = {split: root / name for split, name in self.files.items() if splits is None or split in splits}
-        return SplitLists(root / task.get("image_dir", ""), files,
+        return SplitLists(root, root / task.get("image_dir", ""), files,
                           {split: self.read(path) if path.is_file() else None for split, path in files.items()})
 
     def datasets(self, task: dict[str, Any], transforms: dict, skip_corrupt: bool = False) -> dict:
